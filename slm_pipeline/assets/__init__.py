@@ -1,0 +1,1 @@
+"""Dagster assets, one module per step of the LLM-to-SLM conversion."""

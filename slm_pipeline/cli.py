@@ -1,0 +1,207 @@
+"""`slm-pipeline`: the command line of the LLM-to-SLM conversion pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from slm_pipeline.core.settings import Settings
+
+app = typer.Typer(
+    help=(
+        "Turn the LLM traffic of AI agents into small, specialised language models.\n\n"
+        "Embedded by default (SQLite and local folders under SLM_PIPELINE_HOME, default ./.slm_pipeline); "
+        "set SLM_PIPELINE_DATABASE_URL for a Postgres log store."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _store(settings: Settings):  # noqa: ANN202 - imported lazily to keep `--help` fast
+    from slm_pipeline.core.store import LogStore
+
+    try:
+        return LogStore(settings.resolved_database_url)
+    except Exception as exc:  # connection refused, unknown database, ...
+        err.print(f"[red]cannot open the log store at {settings.resolved_database_url!r}: {exc}[/red]")
+        err.print("Check SLM_PIPELINE_DATABASE_URL (unset it to use the embedded SQLite store).")
+        raise typer.Exit(2) from exc
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="JSONL files of call records (.jsonl or .jsonl.gz).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the counts.")] = False,
+) -> None:
+    """Import call records into the log store.
+
+    Prints the counts read, imported, duplicate and quarantined (read = imported + duplicate +
+    quarantined) and the quarantine file, which names the file, line, field and reason of every
+    rejected record. Exits non-zero only when a file cannot be read at all.
+    """
+    from slm_pipeline.core.importer import import_files
+
+    settings = Settings()
+    store = _store(settings)
+    total = sum(f.stat().st_size for f in files if f.is_file() and f.suffix != ".gz") or None
+    with Progress(TextColumn("importing"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=as_json and not err.is_terminal) as progress:
+        task = progress.add_task("import", total=total)
+        report = import_files(
+            store, files, settings.quarantine_dir, max_record_bytes=settings.max_record_bytes,
+            on_bytes=lambda n: progress.advance(task, n),
+        )
+    store.close()
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    for path, why in report.unreadable.items():
+        err.print(f"[red]error:[/red] cannot read {path}: {why}")
+    if as_json:
+        print(json.dumps(report.as_json()))
+    else:
+        table = Table(show_header=False, box=None)
+        for key in ("read", "imported", "duplicate", "quarantined"):
+            table.add_row(key, f"{getattr(report, key):,}")
+        table.add_row("quarantine_path", str(report.quarantine_path) if report.quarantine_path else "(none)")
+        out.print(table)
+        for reason, count in sorted(report.quarantine_reasons.items()):
+            out.print(f"  quarantined as {reason}: {count:,}")
+    if report.unreadable:
+        raise typer.Exit(1)
+
+
+@app.command("demo-traffic")
+def demo_traffic(
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the JSONL records.")],
+    calls: Annotated[int, typer.Option(min=1, help="How many records (log lines) to write.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Same seed, same traffic.")] = 0,
+    labels: Annotated[Optional[Path], typer.Option(help="CSV of true task types (default: OUT.labels.csv).")] = None,
+) -> None:
+    """Write demo traffic of three agents (support, travel, analytics), deterministic by seed.
+
+    The records carry production mess: PII and secrets, human-facing turns, failed calls,
+    retries, duplicated log lines, multi-turn histories. The true task type of each call goes
+    to a separate labels file, for tests and benchmarks only.
+    """
+    from slm_pipeline.core.demo import default_labels_path, write_demo_traffic
+
+    summary = write_demo_traffic(out_file, calls, seed, labels)
+    out.print(f"wrote {summary.records:,} records to {out_file}")
+    out.print(f"labels: {labels or default_labels_path(out_file)} ({len(summary.by_task)} task types)")
+    for agent, count in sorted(summary.by_agent.items()):
+        out.print(f"  {agent}: {count:,} calls")
+
+
+def _print_runs(runs) -> bool:  # noqa: ANN001
+    ok = True
+    for run in runs:
+        status = "[green]success[/green]" if run.success else "[red]failure[/red]"
+        out.print(f"{run.agent_id}: {status}  materialised {', '.join(run.materialized) or 'nothing'}  "
+                  f"(run {run.run_id[:8]})")
+        if run.error:
+            out.print(f"  [red]{run.error}[/red]")
+        ok &= run.success
+    return ok
+
+
+def _run(select: str | None, agent: str | None, settings: Settings) -> bool:
+    from slm_pipeline.instance import get_instance
+    from slm_pipeline.runner import SelectionError, run_pipeline, selected_assets
+
+    try:
+        steps = selected_assets(select)
+    except SelectionError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    store = _store(settings)
+    agents = store.agents()
+    store.close()
+    if agent is not None:
+        if agent not in agents:
+            err.print(f"[red]agent {agent!r} has no calls in the log store[/red]; known agents: "
+                      f"{', '.join(agents) or '(none: run `slm-pipeline import` first)'}")
+            raise typer.Exit(2)
+        agents = [agent]
+    if not agents:
+        err.print("[yellow]the log store holds no calls yet: run `slm-pipeline import FILE` first[/yellow]")
+        return True
+    instance = get_instance(settings)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as progress:
+        tasks = {a: progress.add_task(f"{a}", total=len(steps)) for a in agents}
+
+        def on_step(agent_id: str, step: str, status: str) -> None:
+            progress.update(tasks[agent_id], advance=1, description=f"{agent_id}: {step} {status}")
+
+        runs = run_pipeline(instance, agents, select, on_step)
+    return _print_runs(runs)
+
+
+@app.command()
+def run(
+    select: Annotated[Optional[str], typer.Option(
+        "--select", help="Dagster asset selection, e.g. '+curated_calls' or 'raw_agent_calls' (default: all)."
+    )] = None,
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent (default: every agent in the log store).")]
+    = None,
+) -> None:
+    """Materialise pipeline assets for every agent, in process, recorded in the Dagster instance."""
+    if not _run(select, agent, Settings()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    calls: Annotated[int, typer.Option(min=1, help="Records of demo traffic to generate.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of the demo traffic.")] = 0,
+) -> None:
+    """The whole conversion on bundled demo traffic: generate, import, then materialise every asset."""
+    settings = Settings()
+    traffic = settings.resolved_home / "demo" / f"traffic-{calls}-{seed}.jsonl"
+    started = time.monotonic()
+    out.rule("demo traffic")
+    demo_traffic(traffic, calls, seed, None)
+    out.rule("S1 import")
+    import_([traffic], as_json=False)
+    out.rule("pipeline")
+    ok = _run(None, None, settings)
+    out.rule(f"done in {time.monotonic() - started:.0f} s")
+    out.print(f"Open the Dagster UI with `slm-pipeline ui` (Dagster home: {settings.dagster_home.resolve()}).")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the Dagster web UI.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the Dagster web UI and daemon (`dagster dev`) on this pipeline's instance."""
+    from slm_pipeline.instance import ensure_dagster_home
+
+    home = ensure_dagster_home(Settings())
+    out.print(f"Dagster home: {home}; open http://{host}:{port}")
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "slm_pipeline.definitions", "-h", host, "-p", str(port)]
+    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

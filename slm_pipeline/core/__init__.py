@@ -1,0 +1,1 @@
+"""The Dagster-free core of the pipeline: plain functions and classes, usable on their own."""

@@ -1,0 +1,70 @@
+"""Where things live, read from the environment.
+
+Every setting has an environment variable (prefix ``SLM_PIPELINE_``) and a
+documented default. With no variable set the pipeline runs *embedded*: the log
+store is SQLite, and the lake, the quarantine files and Dagster's home are
+folders under ``SLM_PIPELINE_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Locations and limits of one pipeline installation."""
+
+    model_config = SettingsConfigDict(env_prefix="SLM_PIPELINE_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".slm_pipeline"),
+        description="Folder for everything the embedded mode keeps on disk.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the log store (Postgres). Unset: SQLite under `home`.",
+    )
+    lake_url: str | None = Field(
+        default=None,
+        description="Root of the Parquet lake: a folder or any fsspec URL (s3://...). Unset: `home`/lake.",
+    )
+    max_record_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        description="A JSONL line longer than this is quarantined as `record_too_large`.",
+    )
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home / 'logstore.sqlite'}"
+
+    @property
+    def resolved_lake_url(self) -> str:
+        return self.lake_url or str(self.resolved_home / "lake")
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.resolved_home / "quarantine"
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME when set, else the embedded one under `home`."""
+        env = os.environ.get("DAGSTER_HOME")
+        return Path(env) if env else self.resolved_home / "dagster"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,5 @@
+"""The log store: every agent call, once, in SQLite or Postgres."""
+
+from slm_pipeline.core.store.logstore import LogStore, StoredCall, normalise_url
+
+__all__ = ["LogStore", "StoredCall", "normalise_url"]

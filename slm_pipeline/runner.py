@@ -1,0 +1,128 @@
+"""`slm-pipeline run`: materialise a selection of assets per agent, in process, on the real instance.
+
+It executes the same Definitions the UI loads, records its runs in the same
+Dagster instance (so they show in the UI), and reports each step as it ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.utils import make_new_run_id
+
+from slm_pipeline.definitions import defs
+from slm_pipeline.partitions import agent_partitions
+
+StepCallback = Callable[[str, str, str], None]
+"""Called with (agent_id, step key, "success" | "failure" | "skipped") as each step ends."""
+
+_STEP_ENDS = {
+    dg.DagsterEventType.STEP_SUCCESS: "success",
+    dg.DagsterEventType.STEP_FAILURE: "failure",
+    dg.DagsterEventType.STEP_SKIPPED: "skipped",
+}
+
+
+class SelectionError(ValueError):
+    pass
+
+
+@dataclass
+class PartitionRun:
+    agent_id: str
+    run_id: str
+    success: bool
+    steps: dict[str, str] = field(default_factory=dict)
+    materialized: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def selected_assets(selection: str | None) -> list[dg.AssetKey]:
+    """The asset keys named by a Dagster selection string (all assets when None), in graph order."""
+    graph = defs.resolve_asset_graph()
+    everything = graph.materializable_asset_keys
+    if not selection:
+        keys = set(everything)
+    else:
+        try:
+            keys = set(dg.AssetSelection.from_string(selection).resolve(graph)) & set(everything)
+        except Exception as exc:  # the parser raises several kinds
+            raise SelectionError(f"cannot parse asset selection {selection!r}: {exc}") from exc
+        if not keys:
+            names = ", ".join(sorted(k.to_user_string() for k in everything))
+            raise SelectionError(f"asset selection {selection!r} matches no asset; the assets are: {names}")
+    return [key for key in graph.toposorted_asset_keys if key in keys]
+
+
+def _watch(instance: dg.DagsterInstance, run_id: str, agent_id: str, on_step: StepCallback,
+           done: threading.Event, seen: dict[str, str]) -> None:
+    cursor = None
+    while True:
+        finished = done.is_set()  # read before the fetch, so the last events are never missed
+        while True:
+            records = instance.get_records_for_run(run_id, cursor=cursor, of_type=set(_STEP_ENDS))
+            for record in records.records:
+                event = record.event_log_entry.dagster_event
+                if event is not None and event.step_key and event.step_key not in seen:
+                    seen[event.step_key] = _STEP_ENDS[event.event_type]
+                    on_step(agent_id, event.step_key, seen[event.step_key])
+            cursor = records.cursor
+            if not records.has_more:
+                break
+        if finished:
+            return
+        done.wait(0.25)
+
+
+def run_pipeline(
+    instance: dg.DagsterInstance,
+    agent_ids: Sequence[str],
+    selection: str | None = None,
+    on_step: StepCallback | None = None,
+    log_level: str = "WARNING",
+) -> list[PartitionRun]:
+    """Materialise `selection` for each agent partition; one Dagster run per agent.
+
+    The console shows Dagster's log lines from `log_level` up; the UI has them all.
+    """
+    keys = selected_assets(selection)
+    known = set(instance.get_dynamic_partitions(agent_partitions.name))
+    missing = [a for a in agent_ids if a not in known]
+    if missing:
+        instance.add_dynamic_partitions(agent_partitions.name, missing)
+    job = defs.resolve_implicit_global_asset_job_def()
+    runs = []
+    for agent_id in agent_ids:
+        run_id = make_new_run_id()
+        steps: dict[str, str] = {}
+        done = threading.Event()
+        watcher = threading.Thread(
+            target=_watch, args=(instance, run_id, agent_id, on_step or (lambda *_: None), done, steps), daemon=True
+        )
+        watcher.start()
+        try:
+            result = job.execute_in_process(
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                instance=instance, partition_key=agent_id, asset_selection=keys, run_id=run_id,
+                raise_on_error=False, tags={"slm_pipeline/launched_by": "cli"},
+            )
+        finally:
+            done.set()
+            watcher.join()
+        failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        error = None
+        if failures:
+            info = failures[0].step_failure_data.error
+            error = f"{failures[0].step_key}: {info.message.strip() if info else 'failed'}"
+        runs.append(PartitionRun(
+            agent_id=agent_id,
+            run_id=run_id,
+            success=result.success,
+            steps=steps,
+            materialized=sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}),
+            error=error,
+        ))
+    return runs
