@@ -1,0 +1,38 @@
+# The two commands of the README. Each installs what is missing first.
+#   make demo   the whole conversion end to end on bundled demo traffic (embedded: SQLite + local files)
+#   make test   the test suite (needs the local Postgres on 127.0.0.1:5432; creates its role and database)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of torch, installed before anything else so that no dependency pulls a CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test install postgres ui bench-import clean
+
+demo: $(STAMP)
+	$(BIN)/slm-pipeline demo $(ARGS)
+
+test: $(STAMP) postgres
+	$(BIN)/python -m pytest $(ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet '$(TORCH)'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+ui: $(STAMP)
+	$(BIN)/slm-pipeline ui $(ARGS)
+
+bench-import: $(STAMP) postgres
+	$(BIN)/python benchmarks/import_throughput.py $(ARGS)
+
+clean:
+	rm -rf .slm_pipeline .pytest_cache test-artifacts

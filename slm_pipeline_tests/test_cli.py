@@ -1,0 +1,122 @@
+"""The `slm-pipeline` command line, embedded (SQLite) and on Postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from typer.testing import CliRunner
+
+from slm_pipeline.cli import app
+from slm_pipeline.core.collect import RAW_TABLE
+from slm_pipeline.core.lake import Lake
+from slm_pipeline.core.settings import Settings
+from slm_pipeline.core.store import LogStore
+
+runner = CliRunner()
+COMMANDS = ["import", "demo-traffic", "run", "demo", "ui"]
+
+
+def invoke(*args: str) -> "CliRunner.invoke":
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_every_command_has_help_through_the_console_script():
+    script = shutil.which("slm-pipeline") or str(Path(os.sys.executable).parent / "slm-pipeline")
+    top = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in COMMANDS:
+        assert command in top
+        page = subprocess.run([script, command, "--help"], capture_output=True, text=True, check=True).stdout
+        assert "Usage:" in page and "--help" in page
+
+
+def test_import_json_has_exactly_the_documented_keys(embedded_home: Path, demo_traffic: Path):
+    result = invoke("import", str(demo_traffic), "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report) == {"read", "imported", "duplicate", "quarantined", "quarantine_path"}
+    assert report["read"] == report["imported"] + report["duplicate"] + report["quarantined"] == 1500
+    assert (embedded_home / "logstore.sqlite").exists()
+
+
+def test_import_exit_status_only_fails_for_unreadable_files(embedded_home: Path, tmp_path: Path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"not": "a record"}\nnot json\n')
+    result = invoke("import", str(bad), "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["quarantined"] == 2 and Path(report["quarantine_path"]).is_file()
+    assert Path(report["quarantine_path"]).parent == embedded_home / "quarantine"
+
+    missing = invoke("import", str(bad), str(tmp_path / "nope.jsonl"))
+    assert missing.exit_code == 1
+    assert "nope.jsonl" in missing.stderr and "quarantined" in missing.stdout
+
+
+def test_demo_traffic_command_writes_records_and_labels(tmp_path: Path):
+    out = tmp_path / "d.jsonl"
+    result = invoke("demo-traffic", "--out", str(out), "--calls", "50", "--seed", "3")
+    assert result.exit_code == 0 and len(out.read_text().splitlines()) == 50
+    assert (tmp_path / "d.labels.csv").read_text().startswith("call_id,agent_id,task_type")
+
+
+def test_run_materialises_every_agent_into_the_instance_the_ui_reads(embedded_home: Path, demo_traffic: Path):
+    invoke("import", str(demo_traffic))
+    result = invoke("run")
+    assert result.exit_code == 0, result.output
+    lake = Lake(Settings().resolved_lake_url)
+    with LogStore(Settings().resolved_database_url) as store:
+        agents = store.agents()
+        for agent in agents:
+            assert lake.read(RAW_TABLE, agent).height == store.count(agent)
+    assert all(f"{agent}: success" in result.stdout for agent in agents)
+
+    dagster_home = embedded_home / "dagster"
+    assert (dagster_home / "dagster.yaml").exists()
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    assert sorted(instance.get_dynamic_partitions("agent")) == agents
+    records = instance.fetch_materializations(dg.AssetKey("raw_agent_calls"), limit=10).records
+    assert {r.partition_key for r in records} == set(agents)
+
+
+def test_run_selection_and_agent_errors_are_clear(embedded_home: Path, demo_traffic: Path):
+    invoke("import", str(demo_traffic))
+    unknown = invoke("run", "--select", "no_such_asset")
+    assert unknown.exit_code == 2 and "no_such_asset" in unknown.stderr
+    nobody = invoke("run", "--agent", "ghost")
+    assert nobody.exit_code == 2 and "support-bot" in nobody.stderr
+    one = invoke("run", "--select", "raw_agent_calls", "--agent", "support-bot")
+    assert one.exit_code == 0 and "support-bot: success" in one.stdout and "travel-planner" not in one.stdout
+
+
+def test_run_on_an_empty_store_says_what_to_do(embedded_home: Path):
+    result = invoke("run")
+    assert result.exit_code == 0 and "slm-pipeline import" in result.stderr
+
+
+def test_unreachable_postgres_gives_a_clear_error(embedded_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  demo_traffic: Path):
+    monkeypatch.setenv("SLM_PIPELINE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = invoke("import", str(demo_traffic))
+    assert result.exit_code == 2 and "SLM_PIPELINE_DATABASE_URL" in result.stderr
+
+
+def test_import_and_run_with_a_database_url(embedded_home: Path, monkeypatch: pytest.MonkeyPatch, store_url: str,
+                                    demo_traffic: Path):
+    monkeypatch.setenv("SLM_PIPELINE_DATABASE_URL", store_url)
+    first = json.loads(invoke("import", str(demo_traffic), "--json").stdout.strip().splitlines()[-1])
+    again = json.loads(invoke("import", str(demo_traffic), "--json").stdout.strip().splitlines()[-1])
+    assert again["duplicate"] == again["read"] and again["imported"] == 0 and first["imported"] > 0
+    assert invoke("run", "--agent", "travel-planner").exit_code == 0
+
+
+def test_demo_runs_end_to_end(embedded_home: Path):
+    result = invoke("demo", "--calls", "300", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "slm-pipeline ui" in result.stdout
+    assert len([line for line in result.stdout.splitlines() if ": success" in line]) == 3
