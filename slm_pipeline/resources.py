@@ -5,8 +5,6 @@ Unset fields fall back to the environment (`SLM_PIPELINE_*`, see
 appear in run config or in the UI.
 """
 
-from functools import cached_property
-
 import dagster as dg
 from pydantic import PrivateAttr
 
@@ -21,7 +19,7 @@ class LogStoreResource(dg.ConfigurableResource):
     database_url: str | None = None
     _store: LogStore | None = PrivateAttr(default=None)
 
-    @cached_property
+    @property
     def url(self) -> str:
         return self.database_url or Settings().resolved_database_url
 
