@@ -75,7 +75,7 @@ PII = {
     "phone": re.compile(r"(\+?1?[-. (]*\d{3}[-. )]*\d{3}[-. ]*\d{4})"),
     "card": re.compile(r"\b\d{13,19}\b"),
     "iban": re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{11,30}\b"),
-    "api_key": re.compile(r"\b(sk-(proj|live)-|ghp_|AKIA)[A-Za-z0-9]{12,}"),
+    "api_key": re.compile(r"\b(sk-proj-|sk_live_|ghp_|AKIA)[A-Za-z0-9]{16,}"),
     "address": re.compile(r"\d+ [A-Z][a-z]+ (Street|Avenue|Road|Lane|Drive|Court|Place|Way|Parks?|Mill|Isle|"
                           r"Ways|Stream|Walk|Ville|Terrace|Trail|Brooks?|Hills?|Ports?|Ridge|Springs?|"
                           r"Views?|Village|Loop|Crossing|[A-Z][a-z]+)"),

@@ -4,9 +4,12 @@ Layout (Hive-style, so Spark, DuckDB and polars read it as one dataset):
 
     <lake>/<table>/agent_id=<agent>/part-<first seq>-<last seq>.parquet
 
-Files are written once, under a temporary name first, and never rewritten;
-the highest `last seq` in a partition is its watermark, so a run that failed
-half-way leaves nothing behind that the next run would duplicate.
+Append-only tables (the raw calls) are written once per batch, under a temporary
+name first, and never rewritten; the highest `last seq` in a partition is its
+watermark, so a run that failed half-way leaves nothing behind that the next run
+would duplicate. Derived tables (curated calls, ...) are rewritten whole as
+`data.parquet`, again through a temporary name, so readers see the old or the new
+version, never half of one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import fsspec
 import polars as pl
 
 _PART = re.compile(r"part-(\d{12})-(\d{12})\.parquet$")
+_WHOLE = "data.parquet"
 
 
 class LakeReadError(RuntimeError):
@@ -43,18 +47,31 @@ class Lake:
         folder = self.partition_path(table, agent_id)
         if not self.fs.exists(folder):
             return []
-        names = [p for p in self.fs.ls(folder, detail=False) if _PART.search(p)]
-        return sorted(names, key=lambda p: _PART.search(p).group(1))  # type: ignore[union-attr]
+        names = self.fs.ls(folder, detail=False)
+        whole = [p for p in names if p.rsplit("/", 1)[-1] == _WHOLE]
+        parts = sorted((p for p in names if _PART.search(p)), key=lambda p: _PART.search(p).group(1))  # type: ignore[union-attr]
+        return whole + parts
 
     def watermark(self, table: str, agent_id: str) -> int:
         """The highest source `seq` already in the partition (0 when empty)."""
-        return max((int(_PART.search(p).group(2)) for p in self.files(table, agent_id)), default=0)  # type: ignore[union-attr]
+        return max((int(m.group(2)) for p in self.files(table, agent_id) if (m := _PART.search(p))), default=0)
 
     def append(self, table: str, agent_id: str, frame: pl.DataFrame, first_seq: int, last_seq: int) -> str:
         """Write `frame` (rows `first_seq`..`last_seq`) as a new file of the partition; return its path."""
+        return self._write(table, agent_id, frame, f"part-{first_seq:012d}-{last_seq:012d}.parquet")
+
+    def write(self, table: str, agent_id: str, frame: pl.DataFrame) -> str:
+        """Replace the partition's content with `frame` (for tables recomputed whole)."""
+        path = self._write(table, agent_id, frame, _WHOLE)
+        for stale in self.files(table, agent_id):
+            if stale != path:
+                self.fs.rm(stale)
+        return path
+
+    def _write(self, table: str, agent_id: str, frame: pl.DataFrame, name: str) -> str:
         folder = self.partition_path(table, agent_id)
         self.fs.makedirs(folder, exist_ok=True)
-        final = f"{folder}/part-{first_seq:012d}-{last_seq:012d}.parquet"
+        final = f"{folder}/{name}"
         temporary = f"{folder}/.tmp-{uuid.uuid4().hex}.parquet"
         with self.fs.open(temporary, "wb") as handle:
             frame.write_parquet(handle, compression="zstd", statistics=True)

@@ -9,6 +9,7 @@ folders under ``SLM_PIPELINE_HOME``.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from pydantic import Field
@@ -54,6 +55,31 @@ class Settings(BaseSettings):
     @property
     def quarantine_dir(self) -> Path:
         return self.resolved_home / "quarantine"
+
+    surrogate_salt: str | None = Field(
+        default=None,
+        description="Secret from which PII surrogates are derived. Unset: a random one kept in `home`/secrets.",
+    )
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.resolved_home / "cache"
+
+    def surrogate_salt_bytes(self) -> bytes:
+        """The surrogate salt: from the environment, else created once (owner-only) under `home`."""
+        if self.surrogate_salt:
+            return self.surrogate_salt.encode()
+        path = self.resolved_home / "secrets" / "surrogate_salt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(secrets.token_hex(32).encode())
+        return path.read_bytes().strip()
 
     @property
     def dagster_home(self) -> Path:

@@ -1,0 +1,285 @@
+"""S2 curate: from an agent's raw calls to training material without personal data.
+
+Order matters for speed and for the counts: human-facing and failed calls are dropped first,
+then exact duplicates (normalised content hash), then near duplicates (MinHash on the user turn
+plus the answer), and only the survivors are scrubbed. A call whose texts cannot be analysed is
+quarantined. Every raw call ends up in exactly one place:
+
+    raw = curated + dropped (one reason each: human_facing, failed_*, *_duplicate, or a quarantine reason)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import polars as pl
+
+from slm_pipeline.core.curate.analyzer import AnalyzerConfig, SegmentAnalyzer
+from slm_pipeline.core.curate.filters import content_hash, failure_reason, last_user_turn, near_duplicates, \
+    answer_text
+from slm_pipeline.core.curate.scrub import DEFAULT_MAX_TEXT_CHARS, ScrubbedCall, UnscrubbableCall, scrub_calls
+
+CURATED_TABLE = "curated_calls"
+DROPPED_TABLE = "dropped_calls"
+
+CURATED_SCHEMA = pl.Schema({
+    "seq": pl.Int64,
+    "call_id": pl.String,
+    "agent_id": pl.String,
+    "workload_id": pl.String,
+    "timestamp": pl.Datetime("us", "UTC"),
+    "latency_ms": pl.Float64,
+    "model": pl.String,
+    "request": pl.String,  # scrubbed OpenAI request, JSON
+    "response": pl.String,  # scrubbed OpenAI response, JSON
+    "user_turn": pl.String,  # scrubbed
+    "answer_kind": pl.String,  # tool_call | json | text
+    "tools_called": pl.List(pl.String),
+    "tools_offered": pl.List(pl.String),
+    "system_prompt_hash": pl.String,
+    "content_hash": pl.String,
+    "pii_entities": pl.String,  # JSON {entity type: count}
+    "replacements": pl.List(pl.String),  # the surrogates or placeholders written into this call
+})
+DROPPED_SCHEMA = pl.Schema({
+    "seq": pl.Int64,
+    "call_id": pl.String,
+    "stage": pl.String,  # filter | dedupe | quarantine
+    "reason": pl.String,
+    "detail": pl.String,  # the kept call's id for duplicates; what was wrong for quarantined calls
+})
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """How S2 decides what becomes training material. Defaults are what the demo and tests use."""
+
+    drop_human_facing: bool = True
+    near_duplicate_threshold: float | None = 0.9  # Jaccard on word 3-shingles; None turns it off
+    minhash_permutations: int = 128
+    strategy: Literal["surrogate", "placeholder"] = "surrogate"
+    analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+    workers: int = 2
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+
+
+@dataclass
+class CurationResult:
+    curated: pl.DataFrame
+    dropped: pl.DataFrame
+    entity_counts: dict[str, int]
+    raw_rows: int
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return dict(Counter(self.dropped["reason"].to_list()))
+
+    @property
+    def reconciles(self) -> bool:
+        return self.raw_rows == self.curated.height + self.dropped.height
+
+
+def answer_kind(response: dict[str, Any]) -> str:
+    message = (response.get("choices") or [{}])[0].get("message") or {}
+    if message.get("tool_calls"):
+        return "tool_call"
+    content = (message.get("content") or "").strip()
+    if content[:1] in ("{", "["):
+        try:
+            orjson.loads(content)
+            return "json"
+        except orjson.JSONDecodeError:
+            pass
+    return "text"
+
+
+def _system_hash(request: dict[str, Any]) -> str | None:
+    for message in request.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+            return hashlib.blake2b(str(message.get("content")).encode(), digest_size=8).hexdigest()
+    return None
+
+
+def curate_calls(
+    raw: pl.DataFrame,
+    analyzer: SegmentAnalyzer,
+    salt: bytes,
+    config: CurationConfig = CurationConfig(),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CurationResult:
+    """Filter, deduplicate and scrub an agent's raw calls (a frame of `RAW_SCHEMA`)."""
+    rows = raw.sort("seq").to_dicts()
+    dropped: list[dict[str, Any]] = []
+
+    def drop(row: dict[str, Any], stage: str, reason: str, detail: str | None = None) -> None:
+        dropped.append({"seq": row["seq"], "call_id": row["call_id"], "stage": stage, "reason": reason,
+                        "detail": detail})
+
+    survivors: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+    first_of: dict[str, str] = {}
+    for row in rows:
+        try:
+            request, response = orjson.loads(row["request"]), orjson.loads(row["response"])
+            if not isinstance(request, dict) or not isinstance(response, dict):
+                raise ValueError("request and response must be JSON objects")
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            drop(row, "quarantine", "malformed_payload", str(exc))
+            continue
+        if config.drop_human_facing and row["human_facing"]:
+            drop(row, "filter", "human_facing")
+            continue
+        failure = failure_reason(response)
+        if failure:
+            drop(row, "filter", failure)
+            continue
+        digest = content_hash(request, response)
+        if digest in first_of:
+            drop(row, "dedupe", "exact_duplicate", first_of[digest])
+            continue
+        first_of[digest] = row["call_id"]
+        row["content_hash"] = digest
+        survivors.append((row, request, response))
+
+    if config.near_duplicate_threshold is not None and survivors:
+        texts = [last_user_turn(req) + " \n " + answer_text(resp) for _, req, resp in survivors]
+        near = near_duplicates(texts, config.near_duplicate_threshold, config.minhash_permutations)
+        for index, original in near.items():
+            drop(survivors[index][0], "dedupe", "near_duplicate", survivors[original][0]["call_id"])
+        survivors = [s for i, s in enumerate(survivors) if i not in near]
+
+    tools_offered = [sorted({t.get("function", {}).get("name", "") for t in req.get("tools") or []
+                             if isinstance(t, dict)}) for _, req, _ in survivors]
+    system_hashes = [_system_hash(req) for _, req, _ in survivors]
+    scrubbed = scrub_calls([(req, resp) for _, req, resp in survivors], analyzer, salt, config.strategy,
+                           config.max_text_chars, on_progress)
+
+    curated: list[dict[str, Any]] = []
+    entity_counts: Counter[str] = Counter()
+    for (row, _, _), result, offered, system_hash in zip(survivors, scrubbed, tools_offered, system_hashes):
+        if isinstance(result, UnscrubbableCall):
+            drop(row, "quarantine", result.reason, str(result))
+            continue
+        assert isinstance(result, ScrubbedCall)
+        entity_counts.update(result.entities)
+        message = (result.response.get("choices") or [{}])[0].get("message") or {}
+        curated.append({
+            "seq": row["seq"], "call_id": row["call_id"], "agent_id": row["agent_id"],
+            "workload_id": row["workload_id"], "timestamp": row["timestamp"], "latency_ms": row["latency_ms"],
+            "model": row["model"],
+            "request": orjson.dumps(result.request).decode(),
+            "response": orjson.dumps(result.response).decode(),
+            "user_turn": last_user_turn(result.request),
+            "answer_kind": answer_kind(result.response),
+            "tools_called": [c.get("function", {}).get("name", "") for c in message.get("tool_calls") or []],
+            "tools_offered": offered,
+            "system_prompt_hash": system_hash,
+            "content_hash": row["content_hash"],
+            "pii_entities": orjson.dumps(result.entities, option=orjson.OPT_SORT_KEYS).decode(),
+            "replacements": result.replacements,
+        })
+    result = CurationResult(
+        curated=pl.DataFrame(curated, schema=CURATED_SCHEMA),
+        dropped=pl.DataFrame(dropped, schema=DROPPED_SCHEMA).sort("seq"),
+        entity_counts=dict(entity_counts),
+        raw_rows=len(rows),
+    )
+    assert result.reconciles, (result.raw_rows, result.curated.height, result.dropped.height)
+    return result
+
+
+# --- one agent's partition, end to end ---------------------------------------------------------
+
+@dataclass
+class PartitionCuration:
+    """What `curate_agent` did, for metadata and reports (no personal data in here)."""
+
+    agent_id: str
+    result: CurationResult
+    curated_path: str | None
+    leak_counts: dict[str, int]
+    leak_sample: int
+    quarantine_path: str | None
+    analysis: dict[str, int]
+    seconds: float
+
+
+def leak_scan(curated: pl.DataFrame, sample: int, seed: int = 0) -> tuple[dict[str, int], int]:
+    """Structured identifiers found by the independent regexes in a sample of curated calls."""
+    from slm_pipeline.core.curate.leaks import find_structured_identifiers
+
+    rows = curated.sample(min(sample, curated.height), seed=seed) if curated.height else curated
+    found: Counter[str] = Counter()
+    for row in rows.select("request", "response", "replacements").iter_rows(named=True):
+        text = orjson.loads(row["request"]), orjson.loads(row["response"])
+        found.update(find_structured_identifiers(_all_strings(text), row["replacements"]))
+    return dict(found), rows.height
+
+
+def _all_strings(value: Any) -> str:
+    """Every string in a JSON value, tool-call arguments decoded, one per line."""
+    out: list[str] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, str):
+            out.append(item)
+            if item[:1] in "{[":
+                try:
+                    walk(orjson.loads(item))
+                except orjson.JSONDecodeError:
+                    pass
+        elif isinstance(item, dict):
+            for v in item.values():
+                walk(v)
+        elif isinstance(item, (list, tuple)):
+            for v in item:
+                walk(v)
+
+    walk(value)
+    return "\n".join(out)
+
+
+def curate_agent(
+    lake: Any,
+    agent_id: str,
+    config: CurationConfig,
+    salt: bytes,
+    quarantine_dir: Any,
+    cache_path: Any = None,
+    leak_sample: int = 500,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PartitionCuration:
+    """Curate the agent's raw calls in the lake and write `curated_calls` and `dropped_calls` beside them."""
+    import time
+
+    from slm_pipeline.core.collect import RAW_SCHEMA, RAW_TABLE
+    from slm_pipeline.core.quarantine import QuarantineEntry, QuarantineFile, new_quarantine_path
+
+    started = time.monotonic()
+    raw = lake.read(RAW_TABLE, agent_id)
+    if raw is None:
+        raw = pl.DataFrame(schema=RAW_SCHEMA)
+    analyzer = SegmentAnalyzer(config.analyzer, cache_path=cache_path, workers=config.workers)
+    try:
+        result = curate_calls(raw, analyzer, salt, config, on_progress)
+    finally:
+        analyzer.close()
+    curated_path = lake.write(CURATED_TABLE, agent_id, result.curated)
+    lake.write(DROPPED_TABLE, agent_id, result.dropped)
+
+    quarantine_path = None
+    quarantined = result.dropped.filter(pl.col("stage") == "quarantine")
+    if quarantined.height:
+        quarantine = QuarantineFile(new_quarantine_path(quarantine_dir, prefix=f"curate-{agent_id}"))
+        for row in quarantined.iter_rows(named=True):  # the call is in the raw store: its id is enough
+            quarantine.add(QuarantineEntry(file=f"{RAW_TABLE}/agent_id={agent_id}", line=None, field=row["call_id"],
+                                           reason=row["reason"], message=row["detail"] or row["reason"]))
+        quarantine.close()
+        quarantine_path = str(quarantine.path)
+    leaks, scanned = leak_scan(result.curated, leak_sample)
+    return PartitionCuration(agent_id, result, curated_path, leaks, scanned, quarantine_path, dict(analyzer.stats),
+                             time.monotonic() - started)

@@ -1,0 +1,272 @@
+"""Scrub every text of a call: message contents (the system prompt included), tool-call arguments
+(every JSON string value, the JSON kept valid), tool results, the teacher's answer, and the
+descriptions in the tool schemas (developers paste examples there).
+
+Replacement is consistent within a call: the values found anywhere in the call are looked for
+everywhere in it, so a name Presidio finds in the prompt is replaced in the tool arguments too,
+and both get the same surrogate. Tool-argument keys add evidence of their own (`password`,
+`api_key`, `guest_name`, `phone`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from slm_pipeline.core.curate.analyzer import STRUCTURED_ENTITIES, Finding, SegmentAnalyzer
+from slm_pipeline.core.curate.surrogates import Replacer
+
+DEFAULT_MAX_TEXT_CHARS = 200_000
+
+# Tool-argument keys whose whole value is an entity (matched on the lower-cased key).
+KEY_HINTS: list[tuple[re.Pattern[str], str, Callable[[str], bool]]] = [
+    (re.compile(r"(pass(word|wd|code|phrase)?|pwd|secret|pin)$"), "PASSWORD", lambda v: len(v) >= 3),
+    (re.compile(r"(api_?key|apikey|access_?token|auth_?token|token|authorization|private_?key|"
+                r"client_?secret|secret_?key|key)$"), "API_KEY", lambda v: len(v) >= 8),
+    (re.compile(r"(e_?mail|email_?address)$"), "EMAIL_ADDRESS", lambda v: "@" in v),
+    (re.compile(r"(phone|phone_?number|mobile|tel|telephone|fax|cell)$"), "PHONE_NUMBER",
+     lambda v: sum(c.isdigit() for c in v) >= 7),
+    (re.compile(r"((guest|customer|passenger|contact|traveller|traveler|cardholder|holder|full|first|last|"
+                r"patient|user)_?name|customer|passenger|traveller|traveler|name)$"), "PERSON",
+     lambda v: bool(re.fullmatch(r"[A-Z][a-zA-Z'.-]+(?: [A-Z][a-zA-Z'.-]+){0,3}", v))),
+    (re.compile(r"((shipping|billing|home|street|postal|mailing)_?address|address|street)$"), "STREET_ADDRESS",
+     lambda v: any(c.isdigit() for c in v) and len(v) >= 8),
+    (re.compile(r"(ssn|social_?security(_?number)?)$"), "US_SSN", lambda v: sum(c.isdigit() for c in v) == 9),
+    (re.compile(r"(card|card_?number|credit_?card|pan)$"), "CREDIT_CARD", lambda v: sum(c.isdigit() for c in v) >= 12),
+    (re.compile(r"iban$"), "IBAN_CODE", lambda v: len(v) >= 15),
+    (re.compile(r"passport(_?(number|no))?$"), "US_PASSPORT", lambda v: len(v) >= 6),
+    (re.compile(r"(dob|date_?of_?birth|birth_?date|birthday)$"), "DATE_OF_BIRTH", lambda v: len(v) >= 6),
+    (re.compile(r"(ip|ip_?address|client_?ip)$"), "IP_ADDRESS", lambda v: "." in v or ":" in v),
+    (re.compile(r"(account_?number|bank_?account)$"), "US_BANK_NUMBER", lambda v: sum(c.isdigit() for c in v) >= 6),
+]
+
+
+class UnscrubbableCall(ValueError):
+    """A call whose texts cannot be analysed; it is quarantined with `reason`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def key_hint(key: str | None, value: str) -> str | None:
+    if not key:
+        return None
+    lowered = key.lower()
+    for pattern, entity, accept in KEY_HINTS:
+        if pattern.search(lowered) and accept(value.strip()):
+            return entity
+    return None
+
+
+@dataclass
+class Slot:
+    """One text of a call, where it came from, and how to write its scrubbed version back."""
+
+    text: str
+    key: str | None
+    write: Callable[[str], None]
+
+
+@dataclass
+class CallTexts:
+    slots: list[Slot] = field(default_factory=list)
+    rewrites: list[Callable[[], None]] = field(default_factory=list)  # re-serialise JSON arguments
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")
+
+
+def _check(text: str, where: str, max_chars: int) -> None:
+    if len(text) > max_chars:
+        raise UnscrubbableCall("text_too_large", f"{where}: {len(text):,} characters exceed the limit of {max_chars:,}")
+    head = text[:4096]
+    if "\x00" in head or len(_CONTROL.findall(head)) > len(head) // 10:
+        raise UnscrubbableCall("binary_content", f"{where}: binary content (NUL, control bytes or undecodable bytes)")
+
+
+def _walk_json(value: Any, key: str | None, texts: CallTexts, set_value: Callable[[Any], None], where: str,
+               max_chars: int) -> None:
+    if isinstance(value, str):
+        _check(value, where, max_chars)
+        texts.slots.append(Slot(value, key, set_value))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _walk_json(v, str(k), texts, lambda new, d=value, k=k: d.__setitem__(k, new), f"{where}.{k}", max_chars)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _walk_json(v, key, texts, lambda new, lst=value, i=i: lst.__setitem__(i, new), f"{where}[{i}]", max_chars)
+    elif isinstance(value, int) and not isinstance(value, bool) and key_hint(key, str(value)):
+        # A number under an identifying key (a phone, an account number): scrubbed like text.
+        texts.slots.append(Slot(str(value), key, lambda new: set_value(int(new) if new.isdigit() else new)))
+
+
+def _json_text(owner: dict[str, Any], field_name: str, texts: CallTexts, where: str, max_chars: int,
+               strict: bool) -> None:
+    """A string that holds JSON (tool arguments, tool results): scrub its values, keep it valid JSON."""
+    raw = owner[field_name]
+    if isinstance(raw, (dict, list)):
+        _walk_json(raw, None, texts, lambda new: owner.__setitem__(field_name, new), where, max_chars)
+        return
+    if not isinstance(raw, str):
+        return
+    _check(raw, where, max_chars)
+    try:
+        parsed = orjson.loads(raw) if raw.strip()[:1] in ("{", "[") else None
+    except orjson.JSONDecodeError as exc:
+        if strict:
+            raise UnscrubbableCall("malformed_tool_arguments", f"{where}: not valid JSON ({exc})") from None
+        parsed = None
+    if parsed is None:
+        if strict and raw.strip():
+            raise UnscrubbableCall("malformed_tool_arguments", f"{where}: not a JSON object")
+        texts.slots.append(Slot(raw, None, lambda new: owner.__setitem__(field_name, new)))
+        return
+    holder = {"value": parsed}
+    _walk_json(parsed, None, texts, lambda new: holder.__setitem__("value", new), where, max_chars)
+    spaced = '": ' in raw  # keep the writer's style: json.dumps' spaces, or compact
+
+    def rewrite() -> None:
+        if holder["value"] != orjson.loads(raw):
+            owner[field_name] = json.dumps(holder["value"], ensure_ascii=False) if spaced else \
+                orjson.dumps(holder["value"]).decode()
+
+    texts.rewrites.append(rewrite)
+
+
+def _message_texts(message: dict[str, Any], texts: CallTexts, where: str, max_chars: int) -> None:
+    content = message.get("content")
+    if isinstance(content, str):
+        if message.get("role") == "tool":
+            _json_text(message, "content", texts, f"{where}.content", max_chars, strict=False)
+        else:
+            _check(content, f"{where}.content", max_chars)
+            texts.slots.append(Slot(content, None, lambda new: message.__setitem__("content", new)))
+    elif isinstance(content, list):
+        for i, part in enumerate(content):
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                _check(part["text"], f"{where}.content[{i}]", max_chars)
+                texts.slots.append(Slot(part["text"], None, lambda new, p=part: p.__setitem__("text", new)))
+    for j, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and "arguments" in function:
+            _json_text(function, "arguments", texts, f"{where}.tool_calls[{j}].arguments", max_chars, strict=True)
+
+
+def _descriptions(value: Any, texts: CallTexts, where: str, max_chars: int) -> None:
+    """The `description` strings anywhere in a tool schema."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "description" and isinstance(item, str):
+                _check(item, f"{where}.description", max_chars)
+                texts.slots.append(Slot(item, None, lambda new, d=value: d.__setitem__("description", new)))
+            else:
+                _descriptions(item, texts, f"{where}.{key}", max_chars)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _descriptions(item, texts, f"{where}[{i}]", max_chars)
+
+
+def call_texts(request: dict[str, Any], response: dict[str, Any], max_chars: int = DEFAULT_MAX_TEXT_CHARS
+               ) -> CallTexts:
+    """Every text of a call, in a fixed order, each with a way to write it back (mutates the dicts)."""
+    texts = CallTexts()
+    _descriptions(request.get("tools") or [], texts, "request.tools", max_chars)
+    for i, message in enumerate(request.get("messages") or []):
+        if isinstance(message, dict):
+            _message_texts(message, texts, f"request.messages[{i}]", max_chars)
+    for k, choice in enumerate(response.get("choices") or []):
+        if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+            _message_texts(choice["message"], texts, f"response.choices[{k}].message", max_chars)
+    return texts
+
+
+# On the same span, at the same score, the likelier reading wins (a 10-digit number is a phone
+# number more often than a UK NHS number).
+_PRIORITY = {entity: rank for rank, entity in enumerate(STRUCTURED_ENTITIES + ("PERSON", "STREET_ADDRESS"))}
+
+
+def resolve_overlaps(spans: Iterable[Finding]) -> list[Finding]:
+    """Non-overlapping spans: a span inside another goes; partial overlaps merge (higher score's type)."""
+    chosen: list[Finding] = []
+    ordered = sorted(spans, key=lambda s: (s[0], -(s[1] - s[0]), -s[3], _PRIORITY.get(s[2], len(_PRIORITY))))
+    for start, end, entity, score in ordered:
+        if chosen and start < chosen[-1][1]:
+            last = chosen[-1]
+            if end <= last[1]:
+                continue
+            kind = entity if score > last[3] else last[2]
+            chosen[-1] = (last[0], end, kind, max(score, last[3]))
+        else:
+            chosen.append((start, end, entity, score))
+    return chosen
+
+
+def _occurrences(text: str, values: list[str], kinds: dict[str, str]) -> list[Finding]:
+    found = []
+    for value in values:
+        if value in text:
+            for match in re.finditer(r"(?<!\w)" + re.escape(value) + r"(?!\w)", text):
+                found.append((match.start(), match.end(), kinds[value], 1.0))
+    return found
+
+
+@dataclass
+class ScrubbedCall:
+    request: dict[str, Any]
+    response: dict[str, Any]
+    entities: dict[str, int]
+    replacements: list[str]
+
+
+def scrub_calls(
+    payloads: list[tuple[dict[str, Any], dict[str, Any]]],
+    analyzer: SegmentAnalyzer,
+    salt: bytes,
+    strategy: str = "surrogate",
+    max_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[ScrubbedCall | UnscrubbableCall]:
+    """Scrub calls (request, response dicts, modified in place); unscrubbable ones come back as errors."""
+    extracted: list[CallTexts | UnscrubbableCall] = []
+    for request, response in payloads:
+        try:
+            extracted.append(call_texts(request, response, max_chars))
+        except UnscrubbableCall as problem:
+            extracted.append(problem)
+    all_texts = [slot.text for item in extracted if isinstance(item, CallTexts) for slot in item.slots]
+    findings = iter(analyzer.analyze(all_texts, on_progress))
+
+    results: list[ScrubbedCall | UnscrubbableCall] = []
+    for (request, response), item in zip(payloads, extracted):
+        if isinstance(item, UnscrubbableCall):
+            results.append(item)
+            continue
+        replacer = Replacer(salt, strategy)
+        spans: list[list[Finding]] = []
+        for slot in item.slots:  # first pass: what Presidio found, and what the argument keys say
+            found = list(next(findings))
+            hinted = key_hint(slot.key, slot.text)
+            if hinted and slot.text.strip():
+                found.append((0, len(slot.text), hinted, 1.0))
+            found = resolve_overlaps(found)
+            for start, end, entity, _ in found:
+                replacer(entity, slot.text[start:end])
+            spans.append(found)
+        values = sorted(replacer.mapping, key=len, reverse=True)
+        for slot, found in zip(item.slots, spans):  # second pass: the same values wherever they recur
+            final = resolve_overlaps(found + _occurrences(slot.text, values, replacer.kinds))
+            if final:
+                text = slot.text
+                for start, end, entity, _ in reversed(final):
+                    text = text[:start] + replacer(entity, text[start:end]) + text[end:]
+                slot.write(text)
+        for rewrite in item.rewrites:
+            rewrite()
+        results.append(ScrubbedCall(request, response, dict(replacer.entities), replacer.replacements))
+    return results
