@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch, installed before anything else so that no dependency pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install postgres ui bench-import clean
+.PHONY: demo test install postgres ui bench-import bench-curation bench-pii clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -33,6 +33,12 @@ ui: $(STAMP)
 
 bench-import: $(STAMP) postgres
 	$(BIN)/python benchmarks/import_throughput.py $(ARGS)
+
+bench-curation: $(STAMP)
+	$(BIN)/python benchmarks/curation_speed.py $(ARGS)
+
+bench-pii: $(STAMP)
+	$(BIN)/python benchmarks/pii_quality.py $(ARGS)
 
 clean:
 	rm -rf .slm_pipeline .pytest_cache test-artifacts

@@ -93,3 +93,14 @@ def demo_traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("demo") / "traffic.jsonl"
     write_demo_traffic(path, calls=1500, seed=7)
     return path
+
+
+@pytest.fixture(scope="session")
+def pii_analyzer():
+    """One in-process Presidio analyzer for the session (building one costs about a second)."""
+    from slm_pipeline.core.curate.analyzer import SegmentAnalyzer
+
+    analyzer = SegmentAnalyzer(workers=1)
+    analyzer.engine  # noqa: B018 - build it now
+    yield analyzer
+    analyzer.close()

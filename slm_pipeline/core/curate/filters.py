@@ -89,7 +89,10 @@ def _shingles(text: str, size: int = 3) -> list[bytes]:
 def near_duplicates(texts: Sequence[str], threshold: float = 0.9, num_perm: int = 128, seed: int = 1
                     ) -> dict[int, int]:
     """{index: index of the earlier text it nearly duplicates}, by MinHash LSH on word 3-shingles."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    if not 0 < threshold <= 1:
+        raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+    # LSH finds candidates (its banding needs a threshold below ~0.95); the estimate decides.
+    lsh = MinHashLSH(threshold=min(threshold, 0.9), num_perm=num_perm)
     template = MinHash(num_perm=num_perm, seed=seed)
     permutations, scheme = template.permutations, template.scheme  # computed once, shared
     kept: dict[str, LeanMinHash] = {}
