@@ -88,6 +88,7 @@ def _reason(raw):
     (lambda r: r.update(tags=["a"]), "wrong_type", "tags"),
     (lambda r: r.update(timestamp="yesterday"), "wrong_type", "timestamp"),
     (lambda r: r.update(agent_id="has spaces/and slashes"), "invalid_value", "agent_id"),
+    (lambda r: r.update(agent_id="dots...dots"), "invalid_value", "agent_id"),  # not a Dagster partition key
     (lambda r: r["response"].update(choices=[]), "invalid_value", "response.choices"),
     (lambda r: r["request"].update(messages=[]), "invalid_value", "request.messages"),
 ])

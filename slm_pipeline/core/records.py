@@ -134,6 +134,13 @@ class CallRecord(BaseModel):
     request: ChatRequest
     response: Response
 
+    @field_validator("agent_id")
+    @classmethod
+    def _partition_key_safe(cls, value: str) -> str:
+        if "..." in value:
+            raise ValueError("agent_id may not contain '...' (it becomes a Dagster partition key)")
+        return value
+
     @field_validator("timestamp", mode="before")
     @classmethod
     def _epoch_or_iso(cls, value: Any) -> Any:
