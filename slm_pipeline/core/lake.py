@@ -78,6 +78,23 @@ class Lake:
         self.fs.mv(temporary, final)
         return final
 
+    def put_file(self, table: str, agent_id: str, name: str, data: bytes) -> str:
+        """Store a non-tabular artifact (a model file, a plot) in the partition's folder, atomically."""
+        folder = self.partition_path(table, agent_id)
+        self.fs.makedirs(folder, exist_ok=True)
+        temporary = f"{folder}/.tmp-{uuid.uuid4().hex}"
+        with self.fs.open(temporary, "wb") as handle:
+            handle.write(data)
+        self.fs.mv(temporary, f"{folder}/{name}")
+        return f"{folder}/{name}"
+
+    def get_file(self, table: str, agent_id: str, name: str) -> bytes | None:
+        path = f"{self.partition_path(table, agent_id)}/{name}"
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as handle:
+            return handle.read()
+
     def read(self, table: str, agent_id: str, columns: list[str] | None = None) -> pl.DataFrame | None:
         """The whole partition as one frame, or None when it has no file yet."""
         frames = []

@@ -56,10 +56,23 @@ class Settings(BaseSettings):
     def quarantine_dir(self) -> Path:
         return self.resolved_home / "quarantine"
 
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server or store. Unset: MLFLOW_TRACKING_URI, else SQLite under `home`.",
+    )
     surrogate_salt: str | None = Field(
         default=None,
         description="Secret from which PII surrogates are derived. Unset: a random one kept in `home`/secrets.",
     )
+
+    @property
+    def resolved_mlflow_uri(self) -> str:
+        return (self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                or f"sqlite:///{self.resolved_home / 'mlflow.db'}")
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.resolved_home / "mlartifacts"
 
     @property
     def cache_dir(self) -> Path:

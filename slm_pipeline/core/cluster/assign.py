@@ -11,7 +11,6 @@ settings) and `assigner.npz` (weights, centroids, floors).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -19,35 +18,22 @@ from typing import Any
 
 import numpy as np
 
+from slm_pipeline.core.chat import latest_user_turn, offered_tools, system_fingerprint
 from slm_pipeline.core.cluster.features import FeatureSpace, FeatureWeights, mask_text
 from slm_pipeline.core.cluster.stages import Embedder
 
 
-def system_fingerprint(request: dict[str, Any]) -> str | None:
-    for message in request.get("messages") or []:
-        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-            return hashlib.blake2b(str(message.get("content")).encode(), digest_size=8).hexdigest()
-    return None
-
-
 def request_parts(request: dict[str, Any]) -> tuple[str, str | None, list[str]]:
     """(latest user turn, system fingerprint, tools offered) of an OpenAI request."""
-    user = ""
-    for message in reversed(request.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            user = content if isinstance(content, str) else " ".join(
-                p.get("text", "") for p in content or [] if isinstance(p, dict))
-            break
-    tools = sorted({t.get("function", {}).get("name", "") for t in request.get("tools") or [] if isinstance(t, dict)})
-    return user, system_fingerprint(request), tools
+    return latest_user_turn(request), system_fingerprint(request), offered_tools(request)
 
 
 def request_vectors(space: FeatureSpace, text_vectors: np.ndarray, systems: list[str | None],
                     offered: list[list[str]]) -> np.ndarray:
     """Request-only vectors: the answer's parts (tools called, shape) are not known yet."""
     request_space = FeatureSpace(FeatureWeights(space.weights.user_turn, space.weights.system_prompt,
-                                                space.weights.tools_offered, 0.0, 0.0), space.systems, space.tools)
+                                                space.weights.tools_offered, 0.0, 0.0), space.systems, space.tools,
+                                 space.aliases)
     categorical = request_space.categorical(systems, offered, [[] for _ in systems], ["text"] * len(systems))
     return request_space.combine(text_vectors, categorical)
 

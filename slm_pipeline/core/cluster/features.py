@@ -53,6 +53,9 @@ class FeatureSpace:
     weights: FeatureWeights = field(default_factory=FeatureWeights)
     systems: list[str] = field(default_factory=list)
     tools: list[str] = field(default_factory=list)
+    # Fingerprints of the scrubbed system prompts -> those of the originals. The gateway routes raw
+    # requests; evaluation replays curated (scrubbed) ones; both must land on the same prompt.
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, systems: Iterable[str | None], offered: Iterable[Sequence[str]], called: Iterable[Sequence[str]],
@@ -70,7 +73,8 @@ class FeatureSpace:
         called_part = np.zeros((n, len(self.tools) + 1), dtype=np.float32)  # last column: no tool called
         shape_part = np.zeros((n, len(SHAPES)), dtype=np.float32)
         for row in range(n):
-            sys_part[row, system_index.get(systems[row], len(self.systems))] = 1
+            system = self.aliases.get(systems[row] or "", systems[row])
+            sys_part[row, system_index.get(system, len(self.systems))] = 1
             for part, names in ((offered_part, offered[row]), (called_part, called[row])):
                 known = [tool_index[t] for t in names if t in tool_index]
                 part[row, known or [len(self.tools)]] = 1
@@ -84,8 +88,9 @@ class FeatureSpace:
         return _unit(np.hstack([self.weights.user_turn * _unit(text_vectors), categorical]).astype(np.float32))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weights": asdict(self.weights), "systems": self.systems, "tools": self.tools}
+        return {"weights": asdict(self.weights), "systems": self.systems, "tools": self.tools, "aliases": self.aliases}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpace:
-        return cls(FeatureWeights(**data["weights"]), list(data["systems"]), list(data["tools"]))
+        return cls(FeatureWeights(**data["weights"]), list(data["systems"]), list(data["tools"]),
+                   dict(data.get("aliases", {})))

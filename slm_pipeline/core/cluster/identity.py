@@ -53,7 +53,7 @@ def match_clusters(new: dict[int, set[str]], previous: dict[str, set[str]], know
         for overlap, label in heirs[1:]:
             result.ids[label] = fresh()
             result.events.append({"event": "split", "cluster_id": result.ids[label], "related": old, "calls": overlap})
-    for label in sorted(new):
+    for label in sorted(new, key=lambda k: (-len(new[k]), k)):  # the largest newborn gets the lowest id
         if label not in result.ids:
             result.ids[label] = fresh()
             result.events.append({"event": "birth", "cluster_id": result.ids[label], "related": None,

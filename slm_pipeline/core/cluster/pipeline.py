@@ -19,20 +19,25 @@ by the same centroid rule.
 from __future__ import annotations
 
 import io
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
 import orjson
 import polars as pl
 
+from slm_pipeline.core.chat import system_fingerprint
 from slm_pipeline.core.cluster.assign import OnlineAssigner, request_vectors
 from slm_pipeline.core.cluster.features import FeatureSpace, FeatureWeights, mask_text
 from slm_pipeline.core.cluster.identity import match_clusters
 from slm_pipeline.core.cluster.naming import ctfidf_keywords, readable_label
 from slm_pipeline.core.cluster.stages import Embedder, make_clusterer, make_reducer
+from slm_pipeline.core.curate.pipeline import CURATED_SCHEMA, CURATED_TABLE
+from slm_pipeline.core.lake import Lake
 
 ASSIGNMENTS_TABLE = "task_assignments"
 CLUSTERS_TABLE = "task_clusters"
@@ -68,7 +73,7 @@ class ClusteringConfig:
     kmeans_k: int = 12
     reassign_threshold: float = 0.5  # soft membership above which an outlier joins its likeliest cluster
     min_calls: int = 50  # fewer curated calls: no clustering, status insufficient_data
-    fit_sample: int = 12_000  # distinct representations (a seeded sample) the reducer and clusterer see
+    fit_sample: int = 12_000  # points (representations and their copies) the reducer and clusterer see
     duplicate_cap: int = 5  # copies of a recurring representation the clusterer sees (density)
     assignment_confidence: float = 0.6
     seed: int = 42
@@ -118,8 +123,6 @@ def cluster_calls(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ClusteringResult:
     """Cluster one agent's curated calls (a frame of `CURATED_SCHEMA`)."""
-    import time
-
     stages: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -139,6 +142,10 @@ def cluster_calls(
     offered, called, shapes = calls["tools_offered"].to_list(), calls["tools_called"].to_list(), \
         calls["answer_kind"].to_list()
     space = FeatureSpace.fit(systems, offered, called, config.weights)
+    for request, original in zip(calls["request"].to_list(), systems):
+        scrubbed = system_fingerprint(orjson.loads(request))
+        if scrubbed and original and scrubbed != original:
+            space.aliases[scrubbed] = original
 
     distinct_texts = sorted(set(texts))
     text_index = {t: i for i, t in enumerate(distinct_texts)}
@@ -153,10 +160,12 @@ def cluster_calls(
     unique = np.zeros((len(index_of), vectors.shape[1]), dtype=np.float32)
     unique[row_of] = vectors
     counts = np.bincount(row_of, minlength=len(unique)).astype(float)
-    rng = np.random.default_rng(config.seed)
-    fitted = np.sort(rng.choice(len(unique), size=min(config.fit_sample, len(unique)), replace=False))
     # A request that recurs is denser than one seen once: up to `duplicate_cap` copies of each representation.
-    copies = np.minimum(counts[fitted], config.duplicate_cap).astype(int)
+    # The reducer and clusterer see at most `fit_sample` points: representations in a seeded random order.
+    all_copies = np.minimum(counts, config.duplicate_cap).astype(int)
+    order = np.random.default_rng(config.seed).permutation(len(unique))
+    fitted = np.sort(order[:max(1, int(np.searchsorted(np.cumsum(all_copies[order]), config.fit_sample, "right")))])
+    copies = all_copies[fitted]
     expanded = np.repeat(np.arange(len(fitted)), copies)
     first_copy = np.concatenate([[0], np.cumsum(copies)[:-1]])
     reduced = make_reducer(config.reducer, config.n_components, config.n_neighbors, config.seed) \
@@ -325,3 +334,49 @@ def cluster_map_png(points: np.ndarray, labels: np.ndarray, ids: dict[int, str],
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return buffer.getvalue()
+
+
+# --- one agent's partition, end to end ---------------------------------------------------------
+
+def previous_clustering(lake: Lake, agent_id: str) -> tuple[dict[str, set[str]], set[str]]:
+    """Members of the agent's current clusters, and every cluster id it ever had."""
+    assignments = lake.read(ASSIGNMENTS_TABLE, agent_id, columns=["call_id", "cluster_id"])
+    members: dict[str, set[str]] = {}
+    if assignments is not None:
+        for call_id, cluster_id in assignments.iter_rows():
+            if cluster_id is not None:
+                members.setdefault(cluster_id, set()).add(call_id)
+    events = lake.read(EVENTS_TABLE, agent_id, columns=["cluster_id"])
+    known = set(events["cluster_id"].to_list()) if events is not None else set()
+    return members, known | set(members)
+
+
+def load_assigner(lake: Lake, agent_id: str) -> OnlineAssigner | None:
+    """The agent's online assigner as the last clustering left it (None before the first)."""
+    files = {name: lake.get_file(MODELS_FOLDER, agent_id, name) for name in ("assigner.json", "assigner.npz")}
+    if any(data is None for data in files.values()):
+        return None
+    return OnlineAssigner.from_files(files)  # type: ignore[arg-type]
+
+
+def cluster_agent(lake: Lake, agent_id: str, embedder: Embedder, config: ClusteringConfig = ClusteringConfig(),
+                  on_progress: Callable[[int, int], None] | None = None, run_name: str | None = None
+                  ) -> ClusteringResult:
+    """Cluster the agent's curated calls in the lake and write assignments, clusters, events and models."""
+    curated = lake.read(CURATED_TABLE, agent_id)
+    if curated is None:
+        curated = pl.DataFrame(schema=CURATED_SCHEMA)
+    members, known = previous_clustering(lake, agent_id)
+    result = cluster_calls(curated, agent_id, embedder, config, members, known, on_progress)
+    stamp = run_name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    lake.write(ASSIGNMENTS_TABLE, agent_id, result.assignments)
+    lake.write(CLUSTERS_TABLE, agent_id, result.clusters)
+    history = lake.read(EVENTS_TABLE, agent_id)
+    new_events = pl.DataFrame([{**e, "run": stamp} for e in result.events], schema=EVENT_SCHEMA)
+    lake.write(EVENTS_TABLE, agent_id, new_events if history is None else pl.concat([history, new_events]))
+    if result.assigner is not None:
+        for name, data in result.assigner.to_files().items():
+            lake.put_file(MODELS_FOLDER, agent_id, name, data)
+    if result.map_png is not None:
+        lake.put_file(MODELS_FOLDER, agent_id, "cluster_map.png", result.map_png)
+    return result

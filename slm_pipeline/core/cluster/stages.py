@@ -67,7 +67,11 @@ class SentenceTransformerEmbedder:
     def model(self):  # noqa: ANN201
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a name that is not on disk fails instead of downloading
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
 
             try:
                 self._model = SentenceTransformer(self.name, device=self.device)
@@ -95,8 +99,11 @@ class UMAPReducer:
         self.n_components, self.n_neighbors, self.seed = n_components, n_neighbors, seed
 
     def fit_transform(self, vectors: np.ndarray) -> np.ndarray:
+        import warnings
+
         import umap
 
+        warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
         neighbors = max(2, min(self.n_neighbors, len(vectors) - 1))
         components = min(self.n_components, max(1, len(vectors) - 2))
         model = umap.UMAP(n_components=components, n_neighbors=neighbors, min_dist=0.0, metric="cosine",

@@ -61,16 +61,6 @@ def content_hash(request: dict[str, Any], response: dict[str, Any]) -> str:
     return hashlib.blake2b(orjson.dumps(key, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
-def last_user_turn(request: dict[str, Any]) -> str:
-    for message in reversed(request.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return content or ""
-    return ""
-
-
 def answer_text(response: dict[str, Any]) -> str:
     choices = response.get("choices") or [{}]
     message = choices[0].get("message") or {}

@@ -10,18 +10,23 @@ quarantined. Every raw call ends up in exactly one place:
 
 from __future__ import annotations
 
-import hashlib
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 import polars as pl
 
+from slm_pipeline.core.collect import RAW_SCHEMA, RAW_TABLE
+from slm_pipeline.core.curate.leaks import find_structured_identifiers
+from slm_pipeline.core.lake import Lake
+from slm_pipeline.core.quarantine import QuarantineEntry, QuarantineFile, new_quarantine_path
 from slm_pipeline.core.curate.analyzer import AnalyzerConfig, SegmentAnalyzer
-from slm_pipeline.core.curate.filters import content_hash, failure_reason, last_user_turn, near_duplicates, \
-    answer_text
+from slm_pipeline.core.chat import called_tools, latest_user_turn, offered_tools, system_fingerprint
+from slm_pipeline.core.curate.filters import answer_text, content_hash, failure_reason, near_duplicates
 from slm_pipeline.core.curate.scrub import DEFAULT_MAX_TEXT_CHARS, ScrubbedCall, UnscrubbableCall, scrub_calls
 
 CURATED_TABLE = "curated_calls"
@@ -41,7 +46,7 @@ CURATED_SCHEMA = pl.Schema({
     "answer_kind": pl.String,  # tool_call | json | text
     "tools_called": pl.List(pl.String),
     "tools_offered": pl.List(pl.String),
-    "system_prompt_hash": pl.String,
+    "system_prompt_hash": pl.String,  # of the original system prompt, as the gateway sees it
     "content_hash": pl.String,
     "pii_entities": pl.String,  # JSON {entity type: count}
     "replacements": pl.List(pl.String),  # the surrogates or placeholders written into this call
@@ -98,13 +103,6 @@ def answer_kind(response: dict[str, Any]) -> str:
     return "text"
 
 
-def _system_hash(request: dict[str, Any]) -> str | None:
-    for message in request.get("messages") or []:
-        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-            return hashlib.blake2b(str(message.get("content")).encode(), digest_size=8).hexdigest()
-    return None
-
-
 def curate_calls(
     raw: pl.DataFrame,
     analyzer: SegmentAnalyzer,
@@ -146,15 +144,14 @@ def curate_calls(
         survivors.append((row, request, response))
 
     if config.near_duplicate_threshold is not None and survivors:
-        texts = [last_user_turn(req) + " \n " + answer_text(resp) for _, req, resp in survivors]
+        texts = [latest_user_turn(req) + " \n " + answer_text(resp) for _, req, resp in survivors]
         near = near_duplicates(texts, config.near_duplicate_threshold, config.minhash_permutations)
         for index, original in near.items():
             drop(survivors[index][0], "dedupe", "near_duplicate", survivors[original][0]["call_id"])
         survivors = [s for i, s in enumerate(survivors) if i not in near]
 
-    tools_offered = [sorted({t.get("function", {}).get("name", "") for t in req.get("tools") or []
-                             if isinstance(t, dict)}) for _, req, _ in survivors]
-    system_hashes = [_system_hash(req) for _, req, _ in survivors]
+    tools_offered = [offered_tools(req) for _, req, _ in survivors]
+    system_hashes = [system_fingerprint(req) for _, req, _ in survivors]
     scrubbed = scrub_calls([(req, resp) for _, req, resp in survivors], analyzer, salt, config.strategy,
                            config.max_text_chars, on_progress)
 
@@ -166,16 +163,15 @@ def curate_calls(
             continue
         assert isinstance(result, ScrubbedCall)
         entity_counts.update(result.entities)
-        message = (result.response.get("choices") or [{}])[0].get("message") or {}
         curated.append({
             "seq": row["seq"], "call_id": row["call_id"], "agent_id": row["agent_id"],
             "workload_id": row["workload_id"], "timestamp": row["timestamp"], "latency_ms": row["latency_ms"],
             "model": row["model"],
             "request": orjson.dumps(result.request).decode(),
             "response": orjson.dumps(result.response).decode(),
-            "user_turn": last_user_turn(result.request),
+            "user_turn": latest_user_turn(result.request),
             "answer_kind": answer_kind(result.response),
-            "tools_called": [c.get("function", {}).get("name", "") for c in message.get("tool_calls") or []],
+            "tools_called": called_tools(result.response),
             "tools_offered": offered,
             "system_prompt_hash": system_hash,
             "content_hash": row["content_hash"],
@@ -192,7 +188,7 @@ def curate_calls(
     return result
 
 
-# --- one agent's partition, end to end ---------------------------------------------------------
+# --- one agent's partition, end to end ----------------------------------------------------------
 
 @dataclass
 class PartitionCuration:
@@ -210,8 +206,6 @@ class PartitionCuration:
 
 def leak_scan(curated: pl.DataFrame, sample: int, seed: int = 0) -> tuple[dict[str, int], int]:
     """Structured identifiers found by the independent regexes in a sample of curated calls."""
-    from slm_pipeline.core.curate.leaks import find_structured_identifiers
-
     rows = curated.sample(min(sample, curated.height), seed=seed) if curated.height else curated
     found: Counter[str] = Counter()
     for row in rows.select("request", "response", "replacements").iter_rows(named=True):
@@ -244,21 +238,16 @@ def _all_strings(value: Any) -> str:
 
 
 def curate_agent(
-    lake: Any,
+    lake: Lake,
     agent_id: str,
     config: CurationConfig,
     salt: bytes,
-    quarantine_dir: Any,
-    cache_path: Any = None,
+    quarantine_dir: Path,
+    cache_path: Path | None = None,
     leak_sample: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PartitionCuration:
     """Curate the agent's raw calls in the lake and write `curated_calls` and `dropped_calls` beside them."""
-    import time
-
-    from slm_pipeline.core.collect import RAW_SCHEMA, RAW_TABLE
-    from slm_pipeline.core.quarantine import QuarantineEntry, QuarantineFile, new_quarantine_path
-
     started = time.monotonic()
     raw = lake.read(RAW_TABLE, agent_id)
     if raw is None:
