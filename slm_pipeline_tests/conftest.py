@@ -116,24 +116,32 @@ def embedder():
     return model
 
 
+def raw_lake(traffic: Path, work: Path):  # noqa: ANN201
+    """`traffic` imported into a SQLite store in `work` and collected into a lake there, every agent."""
+    from slm_pipeline.core.collect import collect_new_calls
+    from slm_pipeline.core.importer import import_files
+    from slm_pipeline.core.lake import Lake
+
+    lake = Lake(str(work / "lake"))
+    with LogStore(f"sqlite:///{work / 'store.sqlite'}") as store:
+        import_files(store, [traffic], work / "q")
+        for agent in store.agents():
+            collect_new_calls(store, lake, agent)
+    return lake
+
+
 @pytest.fixture(scope="session")
 def curated_demo(tmp_path_factory: pytest.TempPathFactory, demo_traffic: Path, pii_analyzer):
     """The session's demo traffic imported, collected and curated: (lake, {call_id: true task type})."""
     import csv
 
-    from slm_pipeline.core.collect import RAW_TABLE, collect_new_calls
+    from slm_pipeline.core.collect import RAW_TABLE
     from slm_pipeline.core.curate.pipeline import CURATED_TABLE, curate_calls
     from slm_pipeline.core.demo import default_labels_path
-    from slm_pipeline.core.importer import import_files
-    from slm_pipeline.core.lake import Lake
 
-    work = tmp_path_factory.mktemp("curated_demo")
-    lake = Lake(str(work / "lake"))
-    with LogStore(f"sqlite:///{work / 'store.sqlite'}") as store:
-        import_files(store, [demo_traffic], work / "q")
-        for agent in store.agents():
-            collect_new_calls(store, lake, agent)
-            lake.write(CURATED_TABLE, agent, curate_calls(lake.read(RAW_TABLE, agent), pii_analyzer, b"salt").curated)
+    lake = raw_lake(demo_traffic, tmp_path_factory.mktemp("curated_demo"))
+    for agent in ("support-bot", "travel-planner", "data-analyst"):
+        lake.write(CURATED_TABLE, agent, curate_calls(lake.read(RAW_TABLE, agent), pii_analyzer, b"salt").curated)
     with default_labels_path(demo_traffic).open() as handle:
         truth = {row["call_id"]: row["task_type"] for row in csv.DictReader(handle)}
     return lake, truth

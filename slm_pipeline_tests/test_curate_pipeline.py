@@ -9,25 +9,19 @@ import orjson
 import polars as pl
 import pytest
 
-from slm_pipeline.core.collect import RAW_TABLE, collect_new_calls
+from slm_pipeline.core.collect import RAW_TABLE
 from slm_pipeline.core.curate.leaks import find_structured_identifiers
 from slm_pipeline.core.curate.pipeline import CURATED_TABLE, DROPPED_TABLE, CurationConfig, curate_agent, \
     curate_calls, leak_scan
 from slm_pipeline.core.demo import default_labels_path
-from slm_pipeline.core.importer import import_files
 from slm_pipeline.core.lake import Lake
-from slm_pipeline.core.store import LogStore
+from slm_pipeline_tests.conftest import raw_lake
 
 
 @pytest.fixture(scope="module")
 def demo_lake(tmp_path_factory: pytest.TempPathFactory, demo_traffic: Path) -> Lake:
-    work = tmp_path_factory.mktemp("curate")
-    lake = Lake(str(work / "lake"))
-    with LogStore(f"sqlite:///{work / 'store.sqlite'}") as store:
-        import_files(store, [demo_traffic], work / "q")
-        for agent in store.agents():
-            collect_new_calls(store, lake, agent)
-    return lake
+    """A lake of its own: a test here adds a broken row to it."""
+    return raw_lake(demo_traffic, tmp_path_factory.mktemp("curate"))
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,10 @@ class CallRecord(BaseModel):
             raise ValueError("timestamp must be ISO-8601 or epoch seconds, not a boolean")
         if isinstance(value, (int, float)):
             seconds = value / 1000 if value > 1e11 else value  # epoch milliseconds
-            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+            try:
+                return datetime.fromtimestamp(seconds, tz=timezone.utc)
+            except (OverflowError, OSError, ValueError):
+                raise ValueError(f"epoch timestamp {value} is out of range") from None
         return value
 
     @field_validator("timestamp")

@@ -8,6 +8,7 @@
 * `CREDIT_CARD`: any 12-19 digit run that passes the Luhn check (Presidio's own pattern wants 13+
   digits with a known prefix);
 * `PHONE_NUMBER`: North-American layouts with extensions, which phonenumbers scores low;
+* `US_SSN`: the ddd-dd-dddd layout, also for numbers Presidio rules out as not issued;
 * `EMAIL_ADDRESS`: Presidio's recognizer with an offline public-suffix check (the stock one fetches
   the suffix list from the network on first use).
 """
@@ -182,6 +183,9 @@ def custom_recognizers() -> list[EntityRecognizer]:
         GroupPatternRecognizer("STREET_ADDRESS", [(STREET_ADDRESS_REGEX, 0.75), (PO_BOX_REGEX, 0.75)], flags=0),
         GroupPatternRecognizer("DATE_OF_BIRTH", [(DATE_OF_BIRTH_REGEX, 0.9)]),
         LuhnCardRecognizer(),
+        # Presidio drops SSN-shaped numbers it deems invalid (111-11-1111); a leak is a leak.
+        GroupPatternRecognizer("US_SSN", [(r"(?P<value>(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-]))", 0.5)],
+                               name="SsnLayoutRecognizer", flags=0),
         GroupPatternRecognizer("PHONE_NUMBER", [(NANP_PHONE_REGEX, 0.5), (INTERNATIONAL_PHONE_REGEX, 0.5),
                                                 (BARE_PHONE_REGEX, 0.3)],
                                name="LayoutPhoneRecognizer", flags=0, context=PHONE_CONTEXT),
