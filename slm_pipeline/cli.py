@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -106,7 +106,7 @@ def demo_traffic(
         out.print(f"  {agent}: {count:,} calls")
 
 
-def _print_runs(runs) -> bool:  # noqa: ANN001
+def _print_runs(runs: list[Any]) -> bool:
     ok = True
     for run in runs:
         status = "[green]success[/green]" if run.success else "[red]failure[/red]"

@@ -8,7 +8,7 @@ opened at all is reported as unreadable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,14 +201,3 @@ def import_files(store: LogStore, paths: Iterable[Path], quarantine_dir: Path, *
     """Import JSONL files into `store`; see `Importer` for the options."""
     return Importer(store, quarantine_dir, **options).import_files(paths)
 
-
-def iter_records(path: Path, max_record_bytes: int = 8 * 1024 * 1024) -> Iterator[tuple[CallRecord, dict[str, Any]]]:
-    """The valid records of a file (for tools and tests; the importer quarantines the rest)."""
-    with open_binary(path) as stream:
-        for line in iter_lines(stream, max_record_bytes):
-            if line.oversized or not line.data.strip():
-                continue
-            try:
-                yield parse_line(line.data)
-            except _Rejected:
-                continue

@@ -104,6 +104,3 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         return self.database_url is None
 
-
-def get_settings() -> Settings:
-    return Settings()

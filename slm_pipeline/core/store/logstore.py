@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypedDict
 
 import sqlalchemy as sa
@@ -53,8 +54,6 @@ class LogStore:
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = normalise_url(url)
         if self.url.startswith("sqlite:///"):
-            from pathlib import Path
-
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(self.url)
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
