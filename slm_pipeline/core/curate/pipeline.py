@@ -33,13 +33,7 @@ CURATED_TABLE = "curated_calls"
 DROPPED_TABLE = "dropped_calls"
 
 CURATED_SCHEMA = pl.Schema({
-    "seq": pl.Int64,
-    "call_id": pl.String,
-    "agent_id": pl.String,
-    "workload_id": pl.String,
-    "timestamp": pl.Datetime("us", "UTC"),
-    "latency_ms": pl.Float64,
-    "model": pl.String,
+    **{c: RAW_SCHEMA[c] for c in ("seq", "call_id", "agent_id", "workload_id", "timestamp", "latency_ms", "model")},
     "request": pl.String,  # scrubbed OpenAI request, JSON
     "response": pl.String,  # scrubbed OpenAI response, JSON
     "user_turn": pl.String,  # scrubbed
