@@ -164,6 +164,20 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command("new-encryption-key")
+def new_encryption_key(
+    key_id: Annotated[Optional[str], typer.Option("--id", help="Key id (default: random).")] = None,
+) -> None:
+    """Print a new AES-256 key as `key_id:base64_key` for SLM_PIPELINE_ENCRYPTION_KEYS.
+
+    Put it first in the ring to make it the active key; keep older keys after it until no stored row
+    uses them. With a key ring set, imported payloads are encrypted before they reach the database.
+    """
+    from slm_pipeline.core.crypto import new_key
+
+    print(new_key(key_id))
+
+
 @app.command("export-clusters")
 def export_clusters(
     out_file: Annotated[Path, typer.Option("--out", help="CSV file to write.")],

@@ -18,7 +18,9 @@ ADMIN_URL = os.environ.get("SLM_PIPELINE_TEST_POSTGRES_URL", "postgresql://slm_p
 """A role that may create databases; `scripts/ensure-postgres.sh` (run by `make test`) creates it."""
 
 _ENV_KEYS = ("SLM_PIPELINE_HOME", "SLM_PIPELINE_DATABASE_URL", "SLM_PIPELINE_LAKE_URL", "DAGSTER_HOME",
-             "DAGSTER_POSTGRES_URL", "SLM_PIPELINE_MAX_RECORD_BYTES")
+             "DAGSTER_POSTGRES_URL", "SLM_PIPELINE_MAX_RECORD_BYTES", "SLM_PIPELINE_ENCRYPTION_KEYS",
+             "SLM_PIPELINE_ENCRYPTION_KEY_FILE", "SLM_PIPELINE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI",
+             "SLM_PIPELINE_SURROGATE_SALT")
 
 
 def _admin() -> psycopg.Connection:

@@ -19,7 +19,7 @@ from slm_pipeline.core.settings import Settings
 from slm_pipeline.core.store import LogStore
 
 runner = CliRunner()
-COMMANDS = ["import", "demo-traffic", "run", "demo", "ui"]
+COMMANDS = ["import", "demo-traffic", "run", "demo", "ui", "export-clusters", "new-encryption-key"]
 
 
 def invoke(*args: str) -> "CliRunner.invoke":
@@ -113,6 +113,13 @@ def test_import_and_run_with_a_database_url(embedded_home: Path, monkeypatch: py
     again = json.loads(invoke("import", str(demo_traffic), "--json").stdout.strip().splitlines()[-1])
     assert again["duplicate"] == again["read"] and again["imported"] == 0 and first["imported"] > 0
     assert invoke("run", "--agent", "travel-planner").exit_code == 0
+
+
+def test_new_encryption_key_prints_a_usable_pair():
+    from slm_pipeline.core.crypto import KeyRing
+
+    result = invoke("new-encryption-key", "--id", "2026a")
+    assert KeyRing.parse(result.stdout.strip()).active_id == "2026a"
 
 
 def test_demo_runs_end_to_end(embedded_home: Path):

@@ -16,7 +16,7 @@ def call(call_id: str, agent: str = "a1") -> StoredCall:
     now = datetime(2026, 10, 1, tzinfo=timezone.utc)
     return StoredCall(call_id=call_id, agent_id=agent, workload_id=None, timestamp=now, latency_ms=1.0,
                       human_facing=None, status="ok", model="m", tags={"k": "v"}, request_payload=b"{}",
-                      response_payload=b"{}", source="test", ingested_at=now)
+                      response_payload=b"{}", payload_key_id=None, source="test", ingested_at=now)
 
 
 def test_migrations_reach_head_and_match_the_tables(store: LogStore):

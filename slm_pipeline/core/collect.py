@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from slm_pipeline.core.crypto import KEYS_ENV, KeyRing, KeyRingError
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.store import LogStore
 
@@ -34,20 +35,26 @@ PAYLOAD_COLUMNS = ("request", "response", "tags")
 """Columns that may hold personal data; never shown in metadata or previews."""
 
 
-def _payload(row: Mapping[str, Any], column: str) -> str:
-    return bytes(row[column]).decode("utf-8")
+def _payload(row: Mapping[str, Any], column: str, key_ring: KeyRing | None) -> str:
+    data = bytes(row[column])
+    if row.get("payload_key_id") is not None:
+        if key_ring is None:
+            raise KeyRingError(f"call {row['call_id']} is encrypted (key {row['payload_key_id']!r}) and no key ring "
+                               f"is configured: set {KEYS_ENV}")
+        data = key_ring.decrypt(row["payload_key_id"], data, row["call_id"])
+    return data.decode("utf-8")
 
 
-def rows_to_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
-    """Log-store rows as a frame of `RAW_SCHEMA`."""
+def rows_to_frame(rows: Iterable[Mapping[str, Any]], key_ring: KeyRing | None = None) -> pl.DataFrame:
+    """Log-store rows as a frame of `RAW_SCHEMA` (encrypted payloads decrypted with `key_ring`)."""
     columns: dict[str, list[Any]] = {name: [] for name in RAW_SCHEMA}
     for row in rows:
         for name in ("seq", "call_id", "agent_id", "workload_id", "timestamp", "latency_ms", "human_facing",
                      "status", "model", "source", "ingested_at"):
             columns[name].append(row[name])
         columns["tags"].append(orjson.dumps(row["tags"]).decode() if row["tags"] is not None else None)
-        columns["request"].append(_payload(row, "request_payload"))
-        columns["response"].append(_payload(row, "response_payload"))
+        columns["request"].append(_payload(row, "request_payload", key_ring))
+        columns["response"].append(_payload(row, "response_payload", key_ring))
     return pl.DataFrame(columns, schema=RAW_SCHEMA)
 
 
@@ -67,13 +74,15 @@ def collect_new_calls(
     *,
     batch_size: int = 50_000,
     on_batch: Callable[[int], None] | None = None,
+    key_ring: KeyRing | None = None,
 ) -> CollectResult:
     """Append the agent's calls stored after the lake's watermark, one Parquet file per batch."""
+    key_ring = key_ring if key_ring is not None else KeyRing.from_environment()
     before = lake.watermark(RAW_TABLE, agent_id)
     up_to = store.watermarks().get(agent_id, 0)  # a snapshot: calls arriving meanwhile wait for the next run
     result = CollectResult(agent_id, before, before)
     for rows in store.iter_calls(agent_id, after_seq=before, up_to_seq=up_to, batch_size=batch_size):
-        frame = rows_to_frame(rows)
+        frame = rows_to_frame(rows, key_ring)
         first, last = rows[0]["seq"], rows[-1]["seq"]
         result.files.append(lake.append(RAW_TABLE, agent_id, frame, first, last))
         result.new_rows += len(rows)

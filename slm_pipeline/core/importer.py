@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from slm_pipeline.core.crypto import KeyRing
 from slm_pipeline.core.jsonl import Line, iter_lines, open_binary
 from slm_pipeline.core.quarantine import QuarantineEntry, QuarantineFile, new_quarantine_path
 from slm_pipeline.core.records import CallRecord, call_id_of, describe_validation_error
@@ -79,9 +80,16 @@ def parse_line(data: bytes) -> tuple[CallRecord, dict[str, Any]]:
         raise _Rejected(reason, message, field_path) from None
 
 
-def to_stored_call(record: CallRecord, raw: dict[str, Any], source: str, now: datetime) -> StoredCall:
+def to_stored_call(record: CallRecord, raw: dict[str, Any], source: str, now: datetime,
+                   key_ring: KeyRing | None = None) -> StoredCall:
+    """A store row; the payloads are sealed with the key ring's active key when one is configured."""
+    call_id = call_id_of(record, raw)
+    request, response, key_id = orjson.dumps(raw["request"]), orjson.dumps(raw["response"]), None
+    if key_ring is not None:
+        key_id, request = key_ring.encrypt(request, call_id)
+        _, response = key_ring.encrypt(response, call_id)
     return StoredCall(
-        call_id=call_id_of(record, raw),
+        call_id=call_id,
         agent_id=record.agent_id,
         workload_id=record.workload_id,
         timestamp=record.timestamp,
@@ -90,8 +98,9 @@ def to_stored_call(record: CallRecord, raw: dict[str, Any], source: str, now: da
         status="error" if record.failed else "ok",
         model=record.request.model,
         tags=record.tags,
-        request_payload=orjson.dumps(raw["request"]),
-        response_payload=orjson.dumps(raw["response"]),
+        request_payload=request,
+        response_payload=response,
+        payload_key_id=key_id,
         source=source,
         ingested_at=now,
     )
@@ -108,8 +117,10 @@ class Importer:
         max_record_bytes: int = 8 * 1024 * 1024,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_bytes: Callable[[int], None] | None = None,
+        key_ring: KeyRing | None = None,
     ) -> None:
         self.store = store
+        self.key_ring = key_ring if key_ring is not None else KeyRing.from_environment()
         self.max_record_bytes = max_record_bytes
         self.batch_size = batch_size
         self.on_bytes = on_bytes or (lambda _n: None)
@@ -167,7 +178,7 @@ class Importer:
         except _Rejected as rejected:
             self._reject(path, line, rejected)
             return
-        row = to_stored_call(record, raw, source, datetime.now(timezone.utc))
+        row = to_stored_call(record, raw, source, datetime.now(timezone.utc), self.key_ring)
         if row["call_id"] in self._batch:
             self.report.duplicate += 1
             return

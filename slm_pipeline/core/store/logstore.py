@@ -28,6 +28,7 @@ class StoredCall(TypedDict):
     tags: dict[str, Any] | None
     request_payload: bytes
     response_payload: bytes
+    payload_key_id: str | None
     source: str
     ingested_at: datetime
 

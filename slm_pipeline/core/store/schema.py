@@ -24,6 +24,7 @@ agent_calls = sa.Table(
     sa.Column("tags", sa.JSON),
     sa.Column("request_payload", sa.LargeBinary, nullable=False),  # the OpenAI request, JSON bytes
     sa.Column("response_payload", sa.LargeBinary, nullable=False),  # the OpenAI response, JSON bytes
+    sa.Column("payload_key_id", sa.String(64)),  # the key that sealed the payloads; NULL: stored plain
     sa.Column("source", sa.String(512), nullable=False),  # import:<file>, or gateway
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_agent_calls_agent_seq", "agent_id", "seq"),
