@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
 
 from slm_pipeline.core.collect import RAW_TABLE, collect_new_calls
 from slm_pipeline.core.crypto import KeyRing, KeyRingError, new_key
@@ -31,7 +32,7 @@ def test_seal_and_open_bind_the_call_id():
     key_id, sealed = ring.encrypt(b'{"a": 1}', "call-1")
     assert key_id == "k1" and b'"a"' not in sealed
     assert ring.decrypt("k1", sealed, "call-1") == b'{"a": 1}'
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidTag):
         ring.decrypt("k1", sealed, "call-2")  # copied onto another row: does not open
 
 
