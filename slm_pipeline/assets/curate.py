@@ -66,7 +66,8 @@ def curated_calls(context: dg.AssetExecutionContext, config: CurationRunConfig, 
             reported[0] = done
             context.log.info(f"analysed {done:,} of {total:,} distinct texts")
 
-    done = curate_agent(lake.open(), context.partition_key, core, settings.surrogate_salt_bytes(),
+    the_lake = lake.open()
+    done = curate_agent(the_lake, context.partition_key, core, settings.surrogate_salt_bytes(),
                         settings.quarantine_dir, cache, config.leak_check_sample, progress)
     result = done.result
     reasons = result.reason_counts
@@ -83,7 +84,7 @@ def curated_calls(context: dg.AssetExecutionContext, config: CurationRunConfig, 
         "seconds": round(done.seconds, 1),
         "calls_per_second": round(result.raw_rows / done.seconds, 1) if done.seconds else None,
         "replacement_strategy": config.strategy,
-        "lake_path": dg.MetadataValue.path(lake.open().partition_url(CURATED_TABLE, context.partition_key)),
+        "lake_path": dg.MetadataValue.path(the_lake.partition_url(CURATED_TABLE, context.partition_key)),
     }
     if done.quarantine_path:
         metadata["quarantine_path"] = dg.MetadataValue.path(done.quarantine_path)

@@ -127,12 +127,20 @@ def _json_text(owner: dict[str, Any], field_name: str, texts: CallTexts, where: 
             raise UnscrubbableCall("malformed_tool_arguments", f"{where}: not a JSON object")
         texts.slots.append(Slot(raw, None, lambda new: owner.__setitem__(field_name, new)))
         return
-    holder = {"value": parsed}
+    holder = {"value": parsed, "changed": False}
+    first = len(texts.slots)
     _walk_json(parsed, None, texts, lambda new: holder.__setitem__("value", new), where, max_chars)
+    for slot in texts.slots[first:]:  # note when a value inside is replaced, so unchanged JSON stays as written
+
+        def write(new: str, inner: Callable[[str], None] = slot.write) -> None:
+            holder["changed"] = True
+            inner(new)
+
+        slot.write = write
     spaced = '": ' in raw  # keep the writer's style: json.dumps' spaces, or compact
 
     def rewrite() -> None:
-        if holder["value"] != orjson.loads(raw):
+        if holder["changed"]:
             owner[field_name] = json.dumps(holder["value"], ensure_ascii=False) if spaced else \
                 orjson.dumps(holder["value"]).decode()
 
