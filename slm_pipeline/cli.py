@@ -118,8 +118,9 @@ def _print_runs(runs: list[Any]) -> bool:
     return ok
 
 
-def _run(select: str | None, agent: str | None, settings: Settings) -> bool:
+def _run(select: str | None, agent: str | None, settings: Settings, asset_config: dict | None = None) -> bool:
     from slm_pipeline.instance import get_instance
+    from slm_pipeline.partitions import agent_partitions, split_task_cluster_key
     from slm_pipeline.runner import SelectionError, run_pipeline, selected_assets
 
     try:
@@ -127,6 +128,11 @@ def _run(select: str | None, agent: str | None, settings: Settings) -> bool:
     except SelectionError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    from slm_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    agent_steps = sum(1 for k in steps if graph.get(k).partitions_def == agent_partitions)
+    cluster_steps = len(steps) - agent_steps
     store = _store(settings)
     agents = store.agents()
     store.close()
@@ -142,13 +148,35 @@ def _run(select: str | None, agent: str | None, settings: Settings) -> bool:
     instance = get_instance(settings)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as progress:
-        tasks = {a: progress.add_task(f"{a}", total=len(steps)) for a in agents}
+        tasks = {a: progress.add_task(f"{a}", total=agent_steps) for a in agents}
 
-        def on_step(agent_id: str, step: str, status: str) -> None:
-            progress.update(tasks[agent_id], advance=1, description=f"{agent_id}: {step} {status}")
+        def on_step(partition: str, step: str, status: str) -> None:
+            agent_id = split_task_cluster_key(partition)[0] if ":" in partition else partition
+            progress.update(tasks[agent_id], advance=1, description=f"{partition}: {step} {status}")
 
-        runs = run_pipeline(instance, agents, select, on_step)
+        def on_partitions(agent_id: str, clusters: list[str]) -> None:
+            progress.update(tasks[agent_id], total=agent_steps + cluster_steps * len(clusters))
+
+        runs = run_pipeline(instance, agents, select, on_step, asset_config=asset_config,
+                            on_partitions=on_partitions)
     return _print_runs(runs)
+
+
+def _load_config(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        err.print(f"[red]cannot read --config {path}: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        err.print(f"[red]--config {path} must map asset names to their config, e.g. "
+                  "`finetuned_slm: {max_steps: 50}`[/red]")
+        raise typer.Exit(2)
+    return data
 
 
 @app.command()
@@ -158,9 +186,13 @@ def run(
     )] = None,
     agent: Annotated[Optional[str], typer.Option(help="Only this agent (default: every agent in the log store).")]
     = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML of config per asset, e.g. `finetuned_slm: {max_steps: 50, processes: 2}`."
+    )] = None,
 ) -> None:
-    """Materialise pipeline assets for every agent, in process, recorded in the Dagster instance."""
-    if not _run(select, agent, Settings()):
+    """Materialise pipeline assets for every agent (S1-S3), then for each of its task clusters (S4-S5),
+    in process, recorded in the Dagster instance."""
+    if not _run(select, agent, Settings(), _load_config(config)):
         raise typer.Exit(1)
 
 

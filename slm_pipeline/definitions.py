@@ -2,16 +2,20 @@
 
 import dagster as dg
 
+from slm_pipeline.assets.candidates import slm_candidates
 from slm_pipeline.assets.collect import raw_agent_calls
 from slm_pipeline.assets.cluster import task_clusters
 from slm_pipeline.assets.curate import curated_calls
+from slm_pipeline.assets.datasets import task_datasets
+from slm_pipeline.assets.finetune import finetuned_slm
 from slm_pipeline.jobs import ingest_job
 from slm_pipeline.resources import LakeResource, LogStoreResource
 from slm_pipeline.sensors import new_agent_calls
 
 defs = dg.Definitions(
-    assets=[raw_agent_calls, curated_calls, task_clusters],
+    assets=[raw_agent_calls, curated_calls, task_clusters, task_datasets, slm_candidates, finetuned_slm],
     jobs=[ingest_job],
     sensors=[new_agent_calls],
-    resources={"log_store": LogStoreResource(), "lake": LakeResource()},
+    resources={"log_store": LogStoreResource(), "lake": LakeResource(),
+               "pipes_subprocess_client": dg.PipesSubprocessClient()},
 )

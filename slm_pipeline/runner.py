@@ -2,6 +2,9 @@
 
 It executes the same Definitions the UI loads, records its runs in the same
 Dagster instance (so they show in the UI), and reports each step as it ends.
+Per agent it runs the agent-partitioned assets (S1-S3) first, then the
+task-cluster-partitioned ones (S4-S5) for each of the agent's current clusters,
+one Dagster run per partition.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.utils import make_new_run_id
 
+from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE
+from slm_pipeline.core.lake import Lake
+from slm_pipeline.core.settings import Settings
 from slm_pipeline.definitions import defs
-from slm_pipeline.partitions import agent_partitions
+from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
 
 StepCallback = Callable[[str, str, str], None]
-"""Called with (agent_id, step key, "success" | "failure" | "skipped") as each step ends."""
+"""Called with (partition key, step key, "success" | "failure" | "skipped") as each step ends."""
 
 _STEP_ENDS = {
     dg.DagsterEventType.STEP_SUCCESS: "success",
@@ -32,7 +38,7 @@ class SelectionError(ValueError):
 
 @dataclass
 class PartitionRun:
-    agent_id: str
+    agent_id: str  # the partition key: an agent id, or `<agent>:<cluster>`
     run_id: str
     success: bool
     steps: dict[str, str] = field(default_factory=dict)
@@ -77,52 +83,86 @@ def _watch(instance: dg.DagsterInstance, run_id: str, agent_id: str, on_step: St
         done.wait(0.25)
 
 
+def current_cluster_keys(agent_id: str, settings: Settings | None = None) -> list[str]:
+    """The agent's task-cluster partition keys from its latest clustering (retired clusters left out)."""
+    clusters = Lake((settings or Settings()).resolved_lake_url).read(CLUSTERS_TABLE, agent_id, columns=["cluster_id"])
+    return [] if clusters is None else [task_cluster_key(agent_id, c) for c in clusters["cluster_id"].to_list()]
+
+
+def _execute(instance: dg.DagsterInstance, partition: str, keys: list[dg.AssetKey], run_config: dict,
+             on_step: StepCallback | None) -> PartitionRun:
+    job = defs.resolve_implicit_global_asset_job_def()
+    run_id = make_new_run_id()
+    steps: dict[str, str] = {}
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=_watch, args=(instance, run_id, partition, on_step or (lambda *_: None), done, steps), daemon=True
+    )
+    watcher.start()
+    try:
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, partition_key=partition, asset_selection=keys,
+            run_id=run_id, raise_on_error=False, tags={"slm_pipeline/launched_by": "cli"},
+        )
+    finally:
+        done.set()
+        watcher.join()
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = None
+    if failures:
+        info = failures[0].step_failure_data.error
+        error = f"{failures[0].step_key}: {info.message.strip() if info else 'failed'}"
+    return PartitionRun(
+        agent_id=partition, run_id=run_id, success=result.success, steps=steps,
+        materialized=sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}),
+        error=error,
+    )
+
+
 def run_pipeline(
     instance: dg.DagsterInstance,
     agent_ids: Sequence[str],
     selection: str | None = None,
     on_step: StepCallback | None = None,
     log_level: str = "WARNING",
+    asset_config: dict[str, dict] | None = None,
+    on_partitions: Callable[[str, list[str]], None] | None = None,
 ) -> list[PartitionRun]:
-    """Materialise `selection` for each agent partition; one Dagster run per agent.
+    """Materialise `selection` for each agent, then for each of its task clusters.
 
+    `asset_config` is run config per asset name ({"finetuned_slm": {"max_steps": 8}}).
+    `on_partitions(agent_id, cluster keys)` is called before an agent's clusters run.
     The console shows Dagster's log lines from `log_level` up; the UI has them all.
     """
     keys = selected_assets(selection)
+    graph = defs.resolve_asset_graph()
+    per_agent = [k for k in keys if graph.get(k).partitions_def == agent_partitions]
+    per_cluster = [k for k in keys if graph.get(k).partitions_def == task_cluster_partitions]
     known = set(instance.get_dynamic_partitions(agent_partitions.name))
     missing = [a for a in agent_ids if a not in known]
     if missing:
         instance.add_dynamic_partitions(agent_partitions.name, missing)
-    job = defs.resolve_implicit_global_asset_job_def()
+    loggers = {"console": {"config": {"log_level": log_level}}}
+
+    def config_for(selected: list[dg.AssetKey]) -> dict:
+        names = {k.to_user_string() for k in selected}
+        ops = {name: {"config": cfg} for name, cfg in (asset_config or {}).items() if name in names}
+        return {"loggers": loggers, **({"ops": ops} if ops else {})}
+
     runs = []
     for agent_id in agent_ids:
-        run_id = make_new_run_id()
-        steps: dict[str, str] = {}
-        done = threading.Event()
-        watcher = threading.Thread(
-            target=_watch, args=(instance, run_id, agent_id, on_step or (lambda *_: None), done, steps), daemon=True
-        )
-        watcher.start()
-        try:
-            result = job.execute_in_process(
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                instance=instance, partition_key=agent_id, asset_selection=keys, run_id=run_id,
-                raise_on_error=False, tags={"slm_pipeline/launched_by": "cli"},
-            )
-        finally:
-            done.set()
-            watcher.join()
-        failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-        error = None
-        if failures:
-            info = failures[0].step_failure_data.error
-            error = f"{failures[0].step_key}: {info.message.strip() if info else 'failed'}"
-        runs.append(PartitionRun(
-            agent_id=agent_id,
-            run_id=run_id,
-            success=result.success,
-            steps=steps,
-            materialized=sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}),
-            error=error,
-        ))
+        if per_agent:
+            run = _execute(instance, agent_id, per_agent, config_for(per_agent), on_step)
+            runs.append(run)
+            if not run.success:
+                continue
+        if per_cluster:
+            clusters = current_cluster_keys(agent_id)
+            known_clusters = set(instance.get_dynamic_partitions(task_cluster_partitions.name))
+            if new := [k for k in clusters if k not in known_clusters]:
+                instance.add_dynamic_partitions(task_cluster_partitions.name, new)
+            if on_partitions:
+                on_partitions(agent_id, clusters)
+            for key in clusters:
+                runs.append(_execute(instance, key, per_cluster, config_for(per_cluster), on_step))
     return runs

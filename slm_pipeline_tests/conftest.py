@@ -20,7 +20,7 @@ ADMIN_URL = os.environ.get("SLM_PIPELINE_TEST_POSTGRES_URL", "postgresql://slm_p
 _ENV_KEYS = ("SLM_PIPELINE_HOME", "SLM_PIPELINE_DATABASE_URL", "SLM_PIPELINE_LAKE_URL", "DAGSTER_HOME",
              "DAGSTER_POSTGRES_URL", "SLM_PIPELINE_MAX_RECORD_BYTES", "SLM_PIPELINE_ENCRYPTION_KEYS",
              "SLM_PIPELINE_ENCRYPTION_KEY_FILE", "SLM_PIPELINE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI",
-             "SLM_PIPELINE_SURROGATE_SALT")
+             "SLM_PIPELINE_SURROGATE_SALT", "SLM_PIPELINE_CATALOGUE")
 
 
 def _admin() -> psycopg.Connection:
@@ -147,3 +147,67 @@ def curated_demo(tmp_path_factory: pytest.TempPathFactory, demo_traffic: Path, p
     with default_labels_path(demo_traffic).open() as handle:
         truth = {row["call_id"]: row["task_type"] for row in csv.DictReader(handle)}
     return lake, truth
+
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_CACHE = Path(os.environ.get("SLM_PIPELINE_MODEL_CACHE") or REPO / ".slm_pipeline" / "cache" / "models")
+os.environ["SLM_PIPELINE_MODEL_CACHE"] = str(MODEL_CACHE)  # shared with `make demo`: the GGUF converts once
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may download from a model hub
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """The embedded SmolLM2-135M-Instruct as safetensors (converted from its GGUF once, about 30 s)."""
+    from slm_pipeline.core.models.catalogue import availability, load_catalogue
+    from slm_pipeline.core.models.loading import weights_folder
+
+    entry = load_catalogue().get("smollm2-135m-instruct")
+    return weights_folder(availability(entry), MODEL_CACHE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory, smollm2_folder: Path) -> Path:
+    """A 2-layer Llama built from a config (random weights) with the real SmolLM2 tokenizer: trains in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def test_catalogue(tmp_path_factory: pytest.TempPathFactory, tiny_model_folder: Path) -> Path:
+    """The shipped catalogue plus `tiny-llama` (a local folder): what SLM_PIPELINE_CATALOGUE points at in tests."""
+    import yaml
+
+    from slm_pipeline.core.models.catalogue import DEFAULT_CATALOGUE
+
+    data = yaml.safe_load(DEFAULT_CATALOGUE.read_text())
+    data["models"].insert(0, {
+        "name": "tiny-llama", "family": "test", "params_b": 0.004, "licence": "apache-2.0", "context_length": 2048,
+        "memory_gb": {"bf16": 0.008, "4bit": 0.002}, "tool_calling": False, "chat_template": "chatml",
+        "source": {"local_path": str(tiny_model_folder)},
+    })
+    path = tmp_path_factory.mktemp("catalogue") / "catalogue.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cluster_examples(curated_demo, task_type: str, agent: str = "support-bot"):  # noqa: ANN001, ANN201
+    """The curated calls of one true task type, as `build_task_dataset` takes them."""
+    import polars as pl
+
+    from slm_pipeline.core.curate.pipeline import CURATED_TABLE
+
+    lake, truth = curated_demo
+    curated = lake.read(CURATED_TABLE, agent)
+    ids = [c for c in curated["call_id"].to_list() if truth.get(c) == task_type]
+    return curated.filter(pl.col("call_id").is_in(ids)).select("call_id", "seq", "request", "response")

@@ -17,6 +17,8 @@ from slm_pipeline.core.store import LogStore
 from slm_pipeline.definitions import defs
 from slm_pipeline.partitions import agent_partitions, split_task_cluster_key, task_cluster_partitions
 
+AGENT_ASSETS = [dg.AssetKey(name) for name in ("raw_agent_calls", "curated_calls", "task_clusters")]
+
 
 def test_task_clusters_add_partitions_log_to_mlflow_and_export(embedded_home: Path, tmp_path: Path):
     write_demo_traffic(tmp_path / "t.jsonl", 900, seed=41)
@@ -27,7 +29,7 @@ def test_task_clusters_add_partitions_log_to_mlflow_and_export(embedded_home: Pa
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(agent_partitions.name, ["support-bot"])
         result = job.execute_in_process(instance=instance, partition_key="support-bot",
-                                        run_config={"ops": {"curated_calls": {"config": {"workers": 1}}}})
+                                        asset_selection=AGENT_ASSETS, run_config={"ops": {"curated_calls": {"config": {"workers": 1}}}})
         assert result.success
         [materialization] = result.asset_materializations_for_node("task_clusters")
         meta = {k: v.value for k, v in materialization.metadata.items()}

@@ -3,6 +3,7 @@
 Layout (Hive-style, so Spark, DuckDB and polars read it as one dataset):
 
     <lake>/<table>/agent_id=<agent>/part-<first seq>-<last seq>.parquet
+    <lake>/<table>/agent_id=<agent>/cluster_id=<cluster>/data.parquet   (per task cluster, from S4 on)
 
 Append-only tables (the raw calls) are written once per batch, under a temporary
 name first, and never rewritten; the highest `last seq` in a partition is its
@@ -23,6 +24,11 @@ import polars as pl
 
 _PART = re.compile(r"part-(\d{12})-(\d{12})\.parquet$")
 _WHOLE = "data.parquet"
+
+
+def cluster_partition(agent_id: str, cluster_id: str) -> str:
+    """The partition of per-cluster tables: `<table>/agent_id=<agent>/cluster_id=<cluster>/`."""
+    return f"{agent_id}/cluster_id={cluster_id}"
 
 
 class LakeReadError(RuntimeError):

@@ -78,6 +78,24 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         return self.resolved_home / "cache"
 
+    model_cache: Path | None = Field(
+        default=None,
+        description="Where converted model weights are kept (the embedded GGUF as safetensors). "
+        "Unset: `home`/cache/models.",
+    )
+    catalogue: Path | None = Field(
+        default=None, description="Your SLM catalogue YAML. Unset: the one shipped in the package.",
+    )
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return (self.model_cache or self.cache_dir / "models").expanduser().resolve()
+
+    @property
+    def models_dir(self) -> Path:
+        """Fine-tuning runs: checkpoints, adapters and reports, per agent and cluster."""
+        return self.resolved_home / "models"
+
     def surrogate_salt_bytes(self) -> bytes:
         """The surrogate salt: from the environment, else created once (owner-only) under `home`."""
         if self.surrogate_salt:

@@ -38,3 +38,38 @@ def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: 
                 path.write_bytes(data)
                 mlflow.log_artifact(str(path))
         return run.info.run_id
+
+
+def start_run(experiment: str, run_name: str, *, tags: dict[str, str], params: dict[str, Any] | None = None,
+              settings: Settings | None = None) -> str:
+    """Create a RUNNING run that another process (the trainer) fills in; return its id."""
+    from mlflow import MlflowClient
+
+    settings = settings or Settings()
+    client = MlflowClient(settings.resolved_mlflow_uri)
+    run = client.create_run(experiment_id(experiment, settings), run_name=run_name, tags=tags)
+    for key, value in (params or {}).items():
+        client.log_param(run.info.run_id, key, str(value)[:500])
+    return run.info.run_id
+
+
+def finish_run(run_id: str, status: str, *, tags: dict[str, str] | None = None, settings: Settings | None = None
+               ) -> None:
+    """End a run with FINISHED, FAILED or KILLED, and tags saying why."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient((settings or Settings()).resolved_mlflow_uri)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status)
+
+
+def stale_runs(experiment: str, filter_string: str, settings: Settings | None = None) -> list[str]:
+    """Ids of RUNNING runs matching the filter (left behind by a killed process)."""
+    from mlflow import MlflowClient
+
+    settings = settings or Settings()
+    client = MlflowClient(settings.resolved_mlflow_uri)
+    found = client.search_runs([experiment_id(experiment, settings)],
+                               filter_string=f"{filter_string} and attributes.status = 'RUNNING'")
+    return [run.info.run_id for run in found]

@@ -1,0 +1,1 @@
+"""S5 fine-tuning: typed configuration, the training process, DeepSpeed configs, MLflow logging."""

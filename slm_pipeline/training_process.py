@@ -1,0 +1,74 @@
+"""The training process: `python -m slm_pipeline.training_process SPEC.json`.
+
+The same entry point runs alone or on every rank under `deepspeed --module` (or torchrun).
+Launched by the `finetuned_slm` asset through Dagster Pipes, rank 0 streams its log lines
+and per-step metrics back to Dagster; the other ranks train silently. Exit codes:
+0 done, 3 diverged (NaN loss), 4 out of memory, 1 any other failure; the reason is also
+written to `<output_dir>/failure.json` and, by the asset, to the MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from contextlib import ExitStack
+from pathlib import Path
+
+from slm_pipeline.core.train.config import TrainSpec
+from slm_pipeline.core.train.run import PrintReporter, TrainingFailed, rank, train
+
+EXIT_CODES = {"diverged": 3, "out_of_memory": 4, "failed": 1}
+
+
+class PipesReporter:
+    """Log lines and metrics to Dagster through Pipes (rank 0 only), and to stdout."""
+
+    def __init__(self, pipes) -> None:  # noqa: ANN001 - a dagster_pipes.PipesContext
+        self.pipes = pipes
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+        self.pipes.log.info(message)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.pipes.report_custom_message({"step": step, **values})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slm_pipeline.training_process",
+                                     description="Fine-tune one task cluster's SLM from a TrainSpec JSON file.")
+    parser.add_argument("spec", type=Path, help="TrainSpec JSON (see slm_pipeline/core/train/config.py)")
+    args, _ = parser.parse_known_args(argv)  # launchers may add their own flags
+    spec = TrainSpec.model_validate_json(args.spec.read_text())
+    output = Path(spec.output_dir)
+    with ExitStack() as stack:
+        reporter = PrintReporter()
+        if rank() == 0:
+            from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+            if os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):  # launched by Dagster
+                reporter = PipesReporter(stack.enter_context(open_dagster_pipes()))
+        try:
+            report = train(spec, reporter)
+        except TrainingFailed as exc:
+            status, message = exc.status, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        else:
+            if rank() == 0:
+                print(json.dumps({"report": str(output / "report.json"), "steps": report.get("global_step")}))
+            return 0
+        if rank() == 0:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / "failure.json").write_text(json.dumps({"status": status, "message": message}))
+            reporter.log(f"training {status}: {message}")
+        return EXIT_CODES[status]
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
