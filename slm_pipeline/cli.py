@@ -118,7 +118,8 @@ def _print_runs(runs: list[Any]) -> bool:
     return ok
 
 
-def _run(select: str | None, agent: str | None, settings: Settings, asset_config: dict | None = None) -> bool:
+def _run(select: str | None, agent: str | None, settings: Settings, asset_config: dict | None = None,
+         clusters_per_agent: int | None = None) -> bool:
     from slm_pipeline.instance import get_instance
     from slm_pipeline.partitions import agent_partitions, split_task_cluster_key
     from slm_pipeline.runner import SelectionError, run_pipeline, selected_assets
@@ -158,7 +159,7 @@ def _run(select: str | None, agent: str | None, settings: Settings, asset_config
             progress.update(tasks[agent_id], total=agent_steps + cluster_steps * len(clusters))
 
         runs = run_pipeline(instance, agents, select, on_step, asset_config=asset_config,
-                            on_partitions=on_partitions)
+                            on_partitions=on_partitions, clusters_per_agent=clusters_per_agent)
     return _print_runs(runs)
 
 
@@ -189,10 +190,13 @@ def run(
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML of config per asset, e.g. `finetuned_slm: {max_steps: 50, processes: 2}`."
     )] = None,
+    clusters_per_agent: Annotated[Optional[int], typer.Option(
+        min=0, help="Run S4-S5 on each agent's N largest task clusters only (default: all)."
+    )] = None,
 ) -> None:
     """Materialise pipeline assets for every agent (S1-S3), then for each of its task clusters (S4-S5),
     in process, recorded in the Dagster instance."""
-    if not _run(select, agent, Settings(), _load_config(config)):
+    if not _run(select, agent, Settings(), _load_config(config), clusters_per_agent):
         raise typer.Exit(1)
 
 
@@ -252,8 +256,16 @@ def export_clusters(
 def demo(
     calls: Annotated[int, typer.Option(min=1, help="Records of demo traffic to generate.")] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of the demo traffic.")] = 0,
+    train_steps: Annotated[int, typer.Option(
+        min=1, help="Optimizer steps per fine-tuning run (capped for a quick demo; -1 in --config for full epochs)."
+    )] = 10,
+    clusters_per_agent: Annotated[int, typer.Option(
+        min=0, help="Fine-tune each agent's N largest task clusters (S4-S5); the rest stop after S3.")] = 1,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML of config per asset; overrides the demo's caps.")] = None,
 ) -> None:
-    """The whole conversion on bundled demo traffic: generate, import, then materialise every asset."""
+    """The whole conversion on bundled demo traffic: generate, import, then materialise every asset
+    (S1-S3 for every agent, S4-S5 for each agent's largest task clusters, with capped training steps)."""
     settings = Settings()
     traffic = settings.resolved_home / "demo" / f"traffic-{calls}-{seed}.jsonl"
     started = time.monotonic()
@@ -262,7 +274,12 @@ def demo(
     out.rule("S1 import")
     import_([traffic], as_json=False)
     out.rule("pipeline")
-    ok = _run(None, None, settings)
+    caps = {"slm_candidates": {"screen_examples": 8},
+            "finetuned_slm": {"max_steps": train_steps, "batch_size": 2, "eval_steps": train_steps,
+                              "save_steps": train_steps}}
+    for name, values in (_load_config(config) or {}).items():
+        caps.setdefault(name, {}).update(values)
+    ok = _run(None, None, settings, caps, clusters_per_agent)
     out.rule(f"done in {time.monotonic() - started:.0f} s")
     out.print(f"Open the Dagster UI with `slm-pipeline ui` (Dagster home: {settings.dagster_home.resolve()}).")
     if not ok:

@@ -84,7 +84,7 @@ def _watch(instance: dg.DagsterInstance, run_id: str, agent_id: str, on_step: St
 
 
 def current_cluster_keys(agent_id: str, settings: Settings | None = None) -> list[str]:
-    """The agent's task-cluster partition keys from its latest clustering (retired clusters left out)."""
+    """The agent's task-cluster partition keys from its latest clustering, largest first (retired ones left out)."""
     clusters = Lake((settings or Settings()).resolved_lake_url).read(CLUSTERS_TABLE, agent_id, columns=["cluster_id"])
     return [] if clusters is None else [task_cluster_key(agent_id, c) for c in clusters["cluster_id"].to_list()]
 
@@ -127,11 +127,13 @@ def run_pipeline(
     log_level: str = "WARNING",
     asset_config: dict[str, dict] | None = None,
     on_partitions: Callable[[str, list[str]], None] | None = None,
+    clusters_per_agent: int | None = None,
 ) -> list[PartitionRun]:
     """Materialise `selection` for each agent, then for each of its task clusters.
 
     `asset_config` is run config per asset name ({"finetuned_slm": {"max_steps": 8}}).
     `on_partitions(agent_id, cluster keys)` is called before an agent's clusters run.
+    `clusters_per_agent` limits S4-S5 to the agent's N largest clusters (None: all).
     The console shows Dagster's log lines from `log_level` up; the UI has them all.
     """
     keys = selected_assets(selection)
@@ -157,7 +159,7 @@ def run_pipeline(
             if not run.success:
                 continue
         if per_cluster:
-            clusters = current_cluster_keys(agent_id)
+            clusters = current_cluster_keys(agent_id)[:clusters_per_agent]
             known_clusters = set(instance.get_dynamic_partitions(task_cluster_partitions.name))
             if new := [k for k in clusters if k not in known_clusters]:
                 instance.add_dynamic_partitions(task_cluster_partitions.name, new)

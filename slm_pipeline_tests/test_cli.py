@@ -67,7 +67,7 @@ def test_demo_traffic_command_writes_records_and_labels(tmp_path: Path):
 
 def test_run_materialises_every_agent_into_the_instance_the_ui_reads(embedded_home: Path, demo_traffic: Path):
     invoke("import", str(demo_traffic))
-    result = invoke("run")
+    result = invoke("run", "--clusters-per-agent", "0")  # S1-S3 for every agent; S4-S5 have their own tests
     assert result.exit_code == 0, result.output
     lake = Lake(Settings().resolved_lake_url)
     with LogStore(Settings().resolved_database_url) as store:
@@ -112,7 +112,7 @@ def test_import_and_run_with_a_database_url(embedded_home: Path, monkeypatch: py
     first = json.loads(invoke("import", str(demo_traffic), "--json").stdout.strip().splitlines()[-1])
     again = json.loads(invoke("import", str(demo_traffic), "--json").stdout.strip().splitlines()[-1])
     assert again["duplicate"] == again["read"] and again["imported"] == 0 and first["imported"] > 0
-    assert invoke("run", "--agent", "travel-planner").exit_code == 0
+    assert invoke("run", "--agent", "travel-planner", "--clusters-per-agent", "0").exit_code == 0
 
 
 def test_new_encryption_key_prints_a_usable_pair():
@@ -123,7 +123,11 @@ def test_new_encryption_key_prints_a_usable_pair():
 
 
 def test_demo_runs_end_to_end(embedded_home: Path):
-    result = invoke("demo", "--calls", "300", "--seed", "1")
+    result = invoke("demo", "--calls", "300", "--seed", "1", "--train-steps", "2")
     assert result.exit_code == 0, result.output
     assert "slm-pipeline ui" in result.stdout
-    assert len([line for line in result.stdout.splitlines() if ": success" in line]) == 3
+    successes = [line.split(": success")[0] for line in result.stdout.splitlines() if ": success" in line]
+    agents = [p for p in successes if ":" not in p]
+    clusters = [p for p in successes if ":" in p]  # each agent's largest task cluster, through S4-S5
+    assert sorted(agents) == ["data-analyst", "support-bot", "travel-planner"]
+    assert sorted(c.split(":")[0] for c in clusters) == sorted(agents)

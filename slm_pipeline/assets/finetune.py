@@ -11,7 +11,8 @@ from typing import Literal, Optional
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
+from dagster._core.errors import DagsterPipesExecutionError  # not re-exported by `dagster`
+from pydantic import Field, create_model
 
 from slm_pipeline.assets.candidates import CANDIDATES_TABLE, slm_candidates
 from slm_pipeline.core.finetune import (
@@ -31,41 +32,24 @@ from slm_pipeline.partitions import split_task_cluster_key, task_cluster_partiti
 from slm_pipeline.resources import LakeResource
 
 
-class FineTuneRunConfig(dg.Config):
-    """Hyperparameters (defaults: `TrainConfig`, documented in slm_pipeline/core/train/config.py) and launch."""
-
-    method: Literal["lora", "qlora", "full"] = "lora"
-    trainer: Literal["sft", "hf"] = "sft"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: str = "all-linear"
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    epochs: float = 3.0
-    max_steps: int = -1
-    batch_size: int = 4
-    gradient_accumulation: int = 1
-    max_length: int = 512
-    packing: bool = True
-    completion_only_loss: bool = True
-    gradient_checkpointing: bool = False
-    eval_steps: int = 25
-    save_steps: int = 25
-    save_total_limit: int = 2
-    seed: int = 42
-    deepspeed: Optional[str] = Field(None, description="zero2, zero3, or a DeepSpeed JSON path")
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    processes: int = Field(1, description="Training processes (GPUs); >1 runs the deepspeed launcher")
-    launcher: Literal["auto", "python", "deepspeed"] = "auto"
-    candidates: Optional[int] = Field(None, description="Train only the first N selected candidates")
-    register_model: bool = True
-    evaluate_test: bool = True
+class _LaunchConfig(dg.Config):
+    processes: int = Field(1, description="Training processes (GPUs); more than 1 runs the deepspeed launcher.")
+    launcher: Literal["auto", "python", "deepspeed"] = Field(
+        "auto", description="auto: deepspeed when processes > 1, else plain python.")
+    candidates: Optional[int] = Field(None, description="Train only the first N selected candidates.")
+    register_model: bool = Field(True, description="Register each adapter as an MLflow model version.")
+    evaluate_test: bool = Field(True, description="Generate on the test split after training.")
 
     def to_core(self) -> TrainConfig:
         return TrainConfig(**self.model_dump(include=set(TrainConfig.model_fields)))
+
+
+FineTuneRunConfig = create_model(
+    "FineTuneRunConfig", __base__=_LaunchConfig,
+    __doc__="S5 hyperparameters (every `TrainConfig` field, same defaults and descriptions) and how to launch.",
+    **{name: (field.annotation, Field(field.default, description=field.description))
+       for name, field in TrainConfig.model_fields.items()},
+)
 
 
 def _png_md(path, title: str) -> Optional[dg.MetadataValue]:  # noqa: ANN001
@@ -113,7 +97,7 @@ def finetuned_slm(context: dg.AssetExecutionContext, config: FineTuneRunConfig, 
             pipes_subprocess_client.run(command=command, context=context,
                                         env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
             exit_code = 0
-        except dg.DagsterPipesExecutionError as exc:
+        except DagsterPipesExecutionError as exc:
             exit_code = _exit_code(str(exc))
         outcome = finish_finetune(job, exit_code, settings)
         context.log.info(f"{base_model}: {outcome.status} ({outcome.message})")

@@ -23,6 +23,8 @@ class TrainConfig(BaseModel):
     trainer: Literal["sft", "hf"] = Field(
         "sft", description="sft: TRL's SFTTrainer (packing, completion-only loss); hf: transformers' Trainer "
         "with a padded, unpacked collator (the benchmark's baseline).")
+    padding: Literal["max_length", "longest"] = Field(
+        "max_length", description="trainer=hf only: pad each example to max_length (naive) or to the batch's longest.")
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
@@ -31,7 +33,7 @@ class TrainConfig(BaseModel):
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = 0.0
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(2.0, gt=0)
     max_steps: int = Field(-1, description="Cap on optimizer steps (-1: epochs decide).")
     batch_size: int = Field(4, ge=1, description="Sequences per device and step (a packed sequence counts as one).")
     gradient_accumulation: int = Field(1, ge=1)

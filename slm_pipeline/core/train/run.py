@@ -74,14 +74,14 @@ def _answer_tokens(tokenizer: Any, rows: list[dict[str, str]]) -> tuple[int, int
 
 
 class _PaddedCollator:
-    """The naive baseline: every example padded to max_length, loss on every non-pad token."""
+    """The unpacked baseline: examples padded (to max_length, or the batch's longest), loss on every token."""
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer: Any, max_length: int, padding: str = "max_length") -> None:
+        self.tokenizer, self.max_length, self.padding = tokenizer, max_length, padding
 
     def __call__(self, rows: list[dict[str, str]]) -> dict[str, Any]:
         texts = [r["prompt"] + r["completion"] + self.tokenizer.eos_token for r in rows]
-        batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
+        batch = self.tokenizer(texts, padding=self.padding, truncation=True, max_length=self.max_length,
                                return_tensors="pt", add_special_tokens=False)
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = -100
@@ -244,6 +244,7 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
         seed=config.seed, data_seed=config.seed, report_to=[], use_cpu=not cuda,
         bf16=cuda and config.dtype != "float32", deepspeed=config.deepspeed_config(),
         disable_tqdm=rank() != 0, dataloader_num_workers=0, remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
     )
     callbacks = [_callback(spec, reporter, history)]
     train_set = Dataset.from_list(train_rows)
@@ -263,7 +264,7 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
 
             model = get_peft_model(model, peft_config)
         trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=train_set,
-                          eval_dataset=eval_set, data_collator=_PaddedCollator(tokenizer, config.max_length),
+                          eval_dataset=eval_set, data_collator=_PaddedCollator(tokenizer, config.max_length, config.padding),
                           callbacks=callbacks)
     return Prepared(trainer, tokenizer, data, train_rows, eval_rows, resume, peft_config is not None, history)
 
@@ -278,6 +279,9 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
     config, main, output = spec.config, rank() == 0, Path(spec.output_dir)
     train_rows, eval_rows, data = prepared.train_rows, prepared.eval_rows, prepared.data
     tokens, answer_tokens = _answer_tokens(tokenizer, train_rows)
+    seen_before = 0
+    if resume:
+        seen_before = json.loads((Path(resume) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
     started = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=resume)
@@ -294,14 +298,13 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
     if not main:
         return {}
     tokenizer.save_pretrained(adapter)
-    steps_run = result.global_step - (int(Path(resume).name.split("-")[-1]) if resume else 0)
-    epochs_run = steps_run / max(result.global_step, 1) * float(trainer.state.epoch or 0)
+    tokens_seen = int(trainer.state.num_input_tokens_seen) - int(seen_before)  # non-padding, all ranks
     report: dict[str, Any] = {
         "base_model": spec.base_model, "adapter": str(adapter), "method": config.method,
         "train_examples": len(train_rows), "validation_examples": len(eval_rows),
         "train_tokens": tokens, "answer_tokens": answer_tokens, "global_step": result.global_step,
         "resumed_from": resume, "train_seconds": seconds,
-        "tokens_per_second": tokens * epochs_run / seconds if seconds else 0.0,
+        "tokens_seen": tokens_seen, "tokens_per_second": tokens_seen / seconds if seconds else 0.0,
         "final_train_loss": next((h["train/loss"] for h in reversed(history) if "train/loss" in h), None),
         "first_train_loss": next((h["train/loss"] for h in history if "train/loss" in h), None),
         "final_eval_loss": next((h["eval/loss"] for h in reversed(history) if "eval/loss" in h), None),
