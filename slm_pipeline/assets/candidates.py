@@ -69,7 +69,7 @@ def slm_candidates(context: dg.AssetExecutionContext, config: SelectionRunConfig
         if not config.log_to_mlflow:
             return
         row = candidate.row()
-        candidate.extra["mlflow_run_id"] = log_run(
+        log_run(
             EXPERIMENT, f"{context.partition_key} {candidate.name}",
             params={k: row[k] for k in ("params_b", "licence", "context_length", "memory_gb_bf16", "memory_gb_4bit",
                                         "tool_calling")} | {"model": candidate.name,

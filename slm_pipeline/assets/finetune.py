@@ -7,6 +7,7 @@ rank 0 records everything in the MLflow run this asset opens for it.
 
 import base64
 import re
+from pathlib import Path
 from typing import Literal, Optional
 
 import dagster as dg
@@ -52,7 +53,7 @@ FineTuneRunConfig = create_model(
 )
 
 
-def _png_md(path, title: str) -> Optional[dg.MetadataValue]:  # noqa: ANN001
+def _png_md(path: Path, title: str) -> Optional[dg.MetadataValue]:
     if not path.is_file():
         return None
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})")
@@ -95,7 +96,8 @@ def finetuned_slm(context: dg.AssetExecutionContext, config: FineTuneRunConfig, 
         command = training_command(job.spec_path, config.processes, config.launcher)
         try:
             pipes_subprocess_client.run(command=command, context=context,
-                                        env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+                                        env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                                             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"})
             exit_code = 0
         except DagsterPipesExecutionError as exc:
             exit_code = _exit_code(str(exc))

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +49,6 @@ class Candidate:
     availability: Availability | None = None
     screen: Evaluation | None = None
     rank: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         screen = self.screen
@@ -128,6 +127,3 @@ def select_candidates(catalogue: Catalogue, validation: pl.DataFrame, context_ne
 def candidates_frame(candidates: list[Candidate]) -> pl.DataFrame:
     return pl.DataFrame([c.row() for c in candidates], schema=CANDIDATE_SCHEMA)
 
-
-def config_dict(config: SelectionConfig) -> dict[str, Any]:
-    return asdict(config)

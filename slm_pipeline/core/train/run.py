@@ -279,6 +279,9 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
     config, main, output = spec.config, rank() == 0, Path(spec.output_dir)
     train_rows, eval_rows, data = prepared.train_rows, prepared.eval_rows, prepared.data
     tokens, answer_tokens = _answer_tokens(tokenizer, train_rows)
+    if main and spec.mlflow is not None:
+        _log_params(spec, {"train_examples": len(train_rows), "validation_examples": len(eval_rows),
+                           "train_tokens": tokens, "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
     seen_before = 0
     if resume:
         seen_before = json.loads((Path(resume) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
@@ -331,18 +334,23 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
     return report
 
 
+def _log_params(spec: TrainSpec, extra: dict[str, Any]) -> None:
+    """Hyperparameters and data sizes, at the start (so a killed run still shows what it was)."""
+    assert spec.mlflow is not None
+    mlflow = _mlflow(spec)
+    params = {f"train.{k}": v for k, v in spec.config.model_dump().items()}
+    params.update({"base_model": spec.base_model, **extra})
+    existing = mlflow.MlflowClient().get_run(spec.mlflow.run_id).data.params
+    mlflow.log_params({k: str(v)[:500] for k, v in params.items() if k not in existing}, run_id=spec.mlflow.run_id)
+
+
 def _log_to_mlflow(spec: TrainSpec, report: dict[str, Any], adapter: Path, output: Path) -> None:
+    """Final metrics, the adapter and plots, and the registered model version."""
     assert spec.mlflow is not None
     mlflow = _mlflow(spec)
     from mlflow import MlflowClient
 
     client, run_id = MlflowClient(), spec.mlflow.run_id
-    params = {f"train.{k}": v for k, v in spec.config.model_dump().items()}
-    params.update({"base_model": spec.base_model, "train_examples": report["train_examples"],
-                   "validation_examples": report["validation_examples"], "train_tokens": report["train_tokens"],
-                   "world_size": report["world_size"]})
-    existing = client.get_run(run_id).data.params
-    mlflow.log_params({k: str(v)[:500] for k, v in params.items() if k not in existing}, run_id=run_id)
     final = {k: float(v) for k, v in report.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("world_size",)}
     mlflow.log_metrics(final, run_id=run_id)
