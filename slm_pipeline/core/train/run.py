@@ -318,6 +318,8 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
         from slm_pipeline.core.models.loading import load_model
 
         reporter.log(f"evaluating on {test.height} test examples")
+        # Reload from what was saved rather than reuse trainer.model: under DeepSpeed (ZeRO-3) that one is
+        # sharded across ranks, and the saved adapter is what S6 will serve.
         tuned, tuned_tokenizer = (load_model(Path(spec.base_folder), adapter=adapter) if prepared.peft
                                   else load_model(adapter))
         evaluation = evaluate(tuned, tuned_tokenizer, test)
