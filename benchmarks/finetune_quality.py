@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=300)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--clusters", type=int, default=None, help="only the N largest qualifying clusters")
+    parser.add_argument("--skip", type=int, default=0, help="skip the S largest qualifying clusters (measured before)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slm_bench_finetune")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,7 @@ def main() -> None:
                                          DatasetConfig(max_examples=args.max_examples))
             jobs.append((agent, cluster, dataset))
     jobs.sort(key=lambda j: -j[1]["size"])
-    jobs = jobs[:args.clusters]
+    jobs = jobs[args.skip:][:args.clusters]
     print(f"\n{len(jobs)} tool-calling clusters with >= {args.min_examples} curated calls "
           f"(of {args.calls:,} demo records); LoRA, {args.epochs} epoch(s), default TrainConfig otherwise\n")
     header = (f"{'cluster':<32} {'n':>4} {'test':>4} | {'zero-shot name':>14} {'name+args':>9} | "
