@@ -300,6 +300,125 @@ def ui(
     raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
 
 
+@app.command()
+def gateway(
+    upstream: Annotated[Optional[str], typer.Option(
+        help="Base URL of the OpenAI-compatible LLM, with its /v1 (default: SLM_PIPELINE_GATEWAY_UPSTREAM_URL, "
+             "else https://api.openai.com/v1).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes (one per core); each has its own call log and spool file.")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request (method, path, status).")] = False,
+) -> None:
+    """Run the logging gateway: point an agent's OpenAI `base_url` at http://HOST:PORT/v1.
+
+    Each agent authenticates with its own key (`slm-pipeline keys create --agent NAME`); every call is
+    proxied to the upstream (streaming too) and logged to the log store, payloads encrypted with
+    SLM_PIPELINE_ENCRYPTION_KEYS. Logging never delays a reply: calls are inserted in batches, and
+    spooled to disk (sealed) while the store is down. The upstream's key comes from
+    SLM_PIPELINE_GATEWAY_UPSTREAM_API_KEY (or OPENAI_API_KEY); the store from
+    SLM_PIPELINE_GATEWAY_DATABASE_URL (an insert-only role, see `slm-pipeline db-roles`), else
+    SLM_PIPELINE_DATABASE_URL. Health: GET /healthz; counters: GET /metrics.
+    """
+    from slm_pipeline.core.crypto import KeyRingError
+    from slm_pipeline.core.store import SchemaError
+    from slm_pipeline.gateway.config import GatewayConfig
+    from slm_pipeline.gateway.server import GatewaySetupError, build_app, serve
+
+    if upstream:
+        os.environ["SLM_PIPELINE_GATEWAY_UPSTREAM_URL"] = upstream  # what worker processes read
+    config = GatewayConfig()
+    try:
+        application = build_app(config)  # also checks the setup before any worker starts
+    except (GatewaySetupError, KeyRingError, SchemaError) as exc:
+        err.print(f"[red]cannot start the gateway:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except Exception as exc:  # the store does not answer, ...
+        err.print(f"[red]cannot open the log store at {config.resolved_database_url()!r}:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    err.print(f"gateway on http://{host}:{port}/v1 -> {config.upstream_url}"
+              + (f" ({workers} workers)" if workers > 1 else ""))
+    if workers > 1:
+        application.state.gateway.call_log.store.close()
+    serve(application if workers == 1 else None, host, port, workers=workers, access_log=access_log)
+
+
+keys_app = typer.Typer(help="API keys of the gateway: one or more per agent, stored hashed.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _print_keys(keys: list[Any]) -> None:
+    table = Table("key id", "agent", "human-facing", "created", "revoked", "description")
+    for column in table.columns[:5]:
+        column.no_wrap = True  # ids are copied into `keys revoke`
+    for key in keys:
+        table.add_row(key.key_id, key.agent_id, "yes" if key.human_facing else "no",
+                      f"{key.created_at:%Y-%m-%d %H:%M}", f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+                      key.description or "")
+    out.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    agent: Annotated[str, typer.Option(help="The agent this key identifies; its calls are logged under it.")],
+    human_facing: Annotated[bool, typer.Option(
+        help="Mark this key's calls human-facing unless a call says otherwise (header x-slm-human-facing).")] = False,
+    description: Annotated[Optional[str], typer.Option(help="A note: who holds the key.")] = None,
+) -> None:
+    """Create a key for an agent and print it once (only its hash is stored)."""
+    from slm_pipeline.core.store.keys import ApiKeyError, create_key
+
+    store = _store(Settings())
+    try:
+        record, key = create_key(store, agent, human_facing=human_facing, description=description)
+    except ApiKeyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    err.print(f"created key {record.key_id} for agent {agent!r}; it is shown only now:")
+    print(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (`keys list`).")]) -> None:
+    """Revoke a key; the gateway refuses it within SLM_PIPELINE_GATEWAY_KEY_REFRESH_S (2 s)."""
+    from slm_pipeline.core.store.keys import ApiKeyError, revoke_key
+
+    try:
+        key = revoke_key(_store(Settings()), key_id)
+    except ApiKeyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    out.print(f"revoked key {key.key_id} of agent {key.agent_id!r}")
+
+
+@keys_app.command("list")
+def keys_list(agent: Annotated[Optional[str], typer.Option(help="Only this agent's keys.")] = None) -> None:
+    """List keys (ids, agents, status); the keys themselves are not stored."""
+    from slm_pipeline.core.store.keys import list_keys
+
+    _print_keys(list_keys(_store(Settings()), agent))
+
+
+@app.command("db-roles")
+def db_roles(
+    gateway_role: Annotated[Optional[str], typer.Option(help="Role of the gateway: may insert calls, not read them.")] = None,
+    pipeline_role: Annotated[Optional[str], typer.Option(help="Role of the pipeline: reads and imports calls.")] = None,
+    create_roles: Annotated[bool, typer.Option(help="Create missing roles (LOGIN, no password: set one after).")] = False,
+) -> None:
+    """Grant least-privilege access to the Postgres log store (run as the owner of its tables)."""
+    from slm_pipeline.core.store.roles import RoleError, grant_roles
+
+    try:
+        grants = grant_roles(_store(Settings()), gateway=gateway_role, pipeline=pipeline_role, create=create_roles)
+    except RoleError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    for grant in grants:
+        privileges = "; ".join(f"{p} on {t}" for t, p in grant.privileges.items())
+        out.print(f"{grant.kind} role {grant.role!r}{' (created)' if grant.created else ''}: {privileges}")
+
+
 def main() -> None:
     app()
 

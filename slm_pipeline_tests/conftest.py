@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,7 +70,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = request.getfixturevalue("pg_url")
     yield url
     with LogStore(url) as store, store.engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE agent_calls RESTART IDENTITY"))
+        connection.execute(sa.text("TRUNCATE agent_calls, api_keys RESTART IDENTITY"))
 
 
 @pytest.fixture
@@ -211,3 +212,47 @@ def cluster_examples(curated_demo, task_type: str, agent: str = "support-bot"): 
     curated = lake.read(CURATED_TABLE, agent)
     ids = [c for c in curated["call_id"].to_list() if truth.get(c) == task_type]
     return curated.filter(pl.col("call_id").is_in(ids)).select("call_id", "seq", "request", "response")
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[str]:
+    """The deterministic OpenAI-compatible upstream, served for the session: its `/v1` base URL."""
+    from slm_pipeline.gateway.fake_upstream import FakeUpstream
+    from slm_pipeline_tests.servers import serve_in_thread
+
+    with serve_in_thread(FakeUpstream()) as url:
+        yield url + "/v1"
+
+
+@pytest.fixture
+def key_ring():
+    from slm_pipeline.core.crypto import KeyRing, new_key
+
+    return KeyRing.parse(new_key("k1"))
+
+
+@pytest.fixture
+def run_gateway(fake_upstream: str, key_ring, tmp_path: Path):  # noqa: ANN001, ANN201
+    """Start a real gateway (uvicorn, in a thread) on a store: `with run_gateway(store_url, **config) as gw`.
+
+    `gw.url` is its base URL, `gw.app` the FastAPI app; leaving the block shuts it down (the call log
+    flushes)."""
+    from slm_pipeline.gateway.config import GatewayConfig
+    from slm_pipeline.gateway.server import build_app
+    from slm_pipeline_tests.servers import serve_in_thread
+
+    class Running:
+        def __init__(self, url: str, app) -> None:  # noqa: ANN001
+            self.url, self.app = url, app
+            self.gateway = app.state.gateway
+            self.call_log = self.gateway.call_log
+
+    @contextlib.contextmanager
+    def run(store_url: str, **config) -> Iterator[Running]:  # noqa: ANN003
+        settings = {"upstream_url": fake_upstream, "database_url": store_url, "spool_dir": tmp_path / "spool",
+                    **config}
+        app = build_app(GatewayConfig(**settings), key_ring)
+        with serve_in_thread(app) as url:
+            yield Running(url, app)
+
+    return run

@@ -19,7 +19,8 @@ from slm_pipeline.core.settings import Settings
 from slm_pipeline.core.store import LogStore
 
 runner = CliRunner()
-COMMANDS = ["import", "demo-traffic", "run", "demo", "ui", "export-clusters", "new-encryption-key"]
+COMMANDS = ["import", "demo-traffic", "run", "demo", "ui", "export-clusters", "new-encryption-key", "gateway", "keys",
+            "db-roles"]
 
 
 def invoke(*args: str) -> "CliRunner.invoke":

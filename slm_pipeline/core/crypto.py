@@ -17,6 +17,7 @@ import base64
 import os
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -74,12 +75,16 @@ class KeyRing:
             return cls.parse(path.read_text())
         return None
 
+    @cached_property
+    def _ciphers(self) -> dict[str, AESGCM]:  # built once: AESGCM(key) expands the key schedule
+        return {key_id: AESGCM(key) for key_id, key in self.keys.items()}
+
     def encrypt(self, plaintext: bytes, associated: str) -> tuple[str, bytes]:
         nonce = os.urandom(12)
-        return self.active_id, nonce + AESGCM(self.keys[self.active_id]).encrypt(nonce, plaintext, associated.encode())
+        return self.active_id, nonce + self._ciphers[self.active_id].encrypt(nonce, plaintext, associated.encode())
 
     def decrypt(self, key_id: str, sealed: bytes, associated: str) -> bytes:
         if key_id not in self.keys:
             raise KeyRingError(f"payload sealed with key {key_id!r}, which is not in the key ring; add it to "
                                f"{KEYS_ENV} (keep retired keys until no row uses them)")
-        return AESGCM(self.keys[key_id]).decrypt(sealed[:12], sealed[12:], associated.encode())
+        return self._ciphers[key_id].decrypt(sealed[:12], sealed[12:], associated.encode())

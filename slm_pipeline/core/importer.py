@@ -80,14 +80,21 @@ def parse_line(data: bytes) -> tuple[CallRecord, dict[str, Any]]:
         raise _Rejected(reason, message, field_path) from None
 
 
+def seal_payloads(call_id: str, request: bytes, response: bytes,
+                  key_ring: KeyRing | None) -> tuple[str | None, bytes, bytes]:
+    """(key id, request, response): encrypted with the ring's active key, bound to the call id; as given without a ring."""
+    if key_ring is None:
+        return None, request, response
+    key_id, request = key_ring.encrypt(request, call_id)
+    return key_id, request, key_ring.encrypt(response, call_id)[1]
+
+
 def to_stored_call(record: CallRecord, raw: dict[str, Any], source: str, now: datetime,
                    key_ring: KeyRing | None = None) -> StoredCall:
     """A store row; the payloads are sealed with the key ring's active key when one is configured."""
     call_id = call_id_of(record, raw)
-    request, response, key_id = orjson.dumps(raw["request"]), orjson.dumps(raw["response"]), None
-    if key_ring is not None:
-        key_id, request = key_ring.encrypt(request, call_id)
-        _, response = key_ring.encrypt(response, call_id)
+    key_id, request, response = seal_payloads(call_id, orjson.dumps(raw["request"]), orjson.dumps(raw["response"]),
+                                              key_ring)
     return StoredCall(
         call_id=call_id,
         agent_id=record.agent_id,

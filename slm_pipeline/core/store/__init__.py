@@ -1,5 +1,5 @@
 """The log store: every agent call, once, in SQLite or Postgres."""
 
-from slm_pipeline.core.store.logstore import LogStore, StoredCall, normalise_url
+from slm_pipeline.core.store.logstore import LogStore, SchemaError, StoredCall, normalise_url
 
-__all__ = ["LogStore", "StoredCall", "normalise_url"]
+__all__ = ["LogStore", "SchemaError", "StoredCall", "normalise_url"]

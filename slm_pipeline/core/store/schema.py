@@ -29,3 +29,16 @@ agent_calls = sa.Table(
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_agent_calls_agent_seq", "agent_id", "seq"),
 )
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),  # the public part of a key: `slm_<key_id>_<secret>`
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),  # SHA-256 of the whole key, hex
+    sa.Column("agent_id", sa.String(128), nullable=False),  # every call made with the key is this agent's
+    sa.Column("human_facing", sa.Boolean, nullable=False),  # default for calls that do not say
+    sa.Column("description", sa.String(256)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_api_keys_agent", "agent_id"),
+)

@@ -1,0 +1,202 @@
+"""Gateway overhead: added latency and throughput against calling the upstream directly, side by side.
+
+    python benchmarks/gateway_latency.py [--seconds 10] [--levels 1,50,200] [--upstream-delay-ms 0]
+
+The script starts, as separate processes, the fake OpenAI-compatible upstream
+(`slm_pipeline.gateway.fake_upstream`) and `slm-pipeline gateway` in front of it, logging to a
+throw-away Postgres database on the local server (`--store sqlite` for the embedded store), payloads
+encrypted. For each number of concurrent clients it runs the same closed loop twice, back to back:
+straight to the upstream (the baseline), then through the gateway. Requests are real demo-agent
+calls (system prompt, tools, ~2 KB). Printed per level: requests/s, p50 and p99 latency of both,
+and the gateway's added latency (gateway minus direct, per percentile). At the end the gateway's
+call log is reconciled against what was sent: calls sent = calls stored, no duplicates.
+
+Targets (issue 7): p99 added <= 5 ms at 50 concurrent clients, >= 1,000 requests/s, zero lost records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+import orjson
+import psycopg
+
+from slm_pipeline.core.crypto import new_key
+from slm_pipeline.core.demo import generate
+from slm_pipeline.core.store import LogStore
+from slm_pipeline.core.store.keys import create_key
+
+ADMIN_URL = os.environ.get("SLM_PIPELINE_TEST_POSTGRES_URL", "postgresql://slm_pipeline@127.0.0.1:5432/slm_pipeline")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within 60 s")
+
+
+def requests(count: int) -> list[bytes]:
+    bodies = []
+    for call in generate(count * 3, seed=11):
+        request = call.record["request"]
+        if request.get("tools"):
+            bodies.append(orjson.dumps(request))
+        if len(bodies) == count:
+            break
+    return bodies
+
+
+async def closed_loop(url: str, headers: dict[str, str], bodies: list[bytes], clients: int,
+                      seconds: float) -> tuple[list[float], int, float]:
+    """`clients` clients, each sending its next request as soon as the last answered; latencies in ms."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
+
+    async def client(session: aiohttp.ClientSession, index: int) -> None:
+        nonlocal errors
+        n = index
+        while time.perf_counter() < stop_at:
+            body = bodies[n % len(bodies)]
+            n += clients
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        began = time.perf_counter()
+        await asyncio.gather(*(client(session, i) for i in range(clients)))
+        wall = time.perf_counter() - began
+    return latencies, errors, wall
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time of a process and its descendants (Linux): the gateway's workers included."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])))
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (parent, _) in stats.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(stats[pid][1] for pid in tree if pid in stats) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each run")
+    parser.add_argument("--levels", default="1,50,200", help="numbers of concurrent clients")
+    parser.add_argument("--upstream-delay-ms", type=float, default=0.0, help="simulated LLM time per call")
+    parser.add_argument("--store", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="slm_bench_gateway_"))
+    database = f"slm_bench_gateway_{os.getpid()}"
+    if args.store == "postgres":
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
+        store_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    else:
+        store_url = f"sqlite:///{work / 'store.sqlite'}"
+    processes: list[subprocess.Popen] = []
+    try:
+        with LogStore(store_url) as store:
+            _, key = create_key(store, "bench-agent")
+        up_port, gw_port = free_port(), free_port()
+        env = {**os.environ, "SLM_PIPELINE_HOME": str(work), "SLM_PIPELINE_ENCRYPTION_KEYS": new_key("bench"),
+               "SLM_PIPELINE_GATEWAY_DATABASE_URL": store_url}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "slm_pipeline.gateway.fake_upstream", "--port", str(up_port),
+             "--delay-ms", str(args.upstream_delay_ms)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        processes.append(subprocess.Popen(
+            [str(BIN / "slm-pipeline"), "gateway", "--upstream", f"http://127.0.0.1:{up_port}/v1", "--port",
+             str(gw_port), "--workers", str(args.workers)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        gateway = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        wait_ready(f"http://127.0.0.1:{up_port}/v1/models", processes[0])
+        wait_ready(f"http://127.0.0.1:{gw_port}/healthz", processes[1])
+        bodies = requests(200)
+        size = statistics.mean(len(b) for b in bodies)
+        headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+        print(f"{len(bodies)} demo requests ({size:,.0f} bytes on average), {args.seconds:g} s per run, "
+              f"upstream delay {args.upstream_delay_ms:g} ms, store {args.store}, payloads encrypted\n")
+        warm, _, _ = asyncio.run(closed_loop(gateway, headers, bodies, 10, 2.0))  # warm-up (connections, caches)
+        sent = len(warm)
+        asyncio.run(closed_loop(direct, headers, bodies, 10, 1.0))
+        print(f"{'clients':>7} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | {'gateway rps':>11} {'p50 ms':>7} "
+              f"{'p99 ms':>7} | {'added p50':>9} {'added p99':>9} | {'rps ratio':>9} | {'gw CPU us/call':>14}")
+        for clients in (int(c) for c in args.levels.split(",")):
+            base, base_errors, base_wall = asyncio.run(closed_loop(direct, headers, bodies, clients, args.seconds))
+            cpu_before = cpu_seconds(processes[1].pid)
+            via, via_errors, via_wall = asyncio.run(closed_loop(gateway, headers, bodies, clients, args.seconds))
+            cpu_per_call = (cpu_seconds(processes[1].pid) - cpu_before) / len(via) * 1e6
+            sent += len(via)
+            b50, b99, g50, g99 = (percentile(base, 50), percentile(base, 99), percentile(via, 50), percentile(via, 99))
+            print(f"{clients:>7} | {len(base) / base_wall:>10,.0f} {b50:>7.2f} {b99:>7.2f} | {len(via) / via_wall:>11,.0f} "
+                  f"{g50:>7.2f} {g99:>7.2f} | {g50 - b50:>9.2f} {g99 - b99:>9.2f} | "
+                  f"{(len(via) / via_wall) / (len(base) / base_wall):>9.2f} | {cpu_per_call:>14,.0f}"
+                  + (f"  errors: direct {base_errors}, gateway {via_errors}" if base_errors or via_errors else ""),
+                  flush=True)
+        processes[1].terminate()  # a graceful stop flushes the call log
+        processes[1].wait(60)
+        with LogStore(store_url) as store, store.engine.connect() as connection:
+            import sqlalchemy as sa
+
+            stored, distinct = connection.execute(
+                sa.text("SELECT count(*), count(DISTINCT call_id) FROM agent_calls")).one()
+        print(f"\nreconciliation: {sent:,} calls sent through the gateway (warm-up included), {stored:,} stored, "
+              f"{distinct:,} distinct call ids -> "
+              + ("nothing lost, no duplicates" if sent == stored == distinct else "MISMATCH"))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+        if args.store == "postgres":
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Build the gateway from its config and run it on uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from fastapi import FastAPI
+
+from slm_pipeline.core.crypto import KEYS_ENV, KeyRing
+from slm_pipeline.core.store import LogStore
+from slm_pipeline.gateway.app import create_app
+from slm_pipeline.gateway.auth import KeyCache
+from slm_pipeline.gateway.calllog import CallLog
+from slm_pipeline.gateway.config import GatewayConfig
+from slm_pipeline.gateway.spool import Spool
+
+
+class GatewaySetupError(RuntimeError):
+    """The gateway cannot start; the message says what to set."""
+
+
+def build_app(config: GatewayConfig, key_ring: KeyRing | None = None) -> FastAPI:
+    """The app with its log store, key ring, spool and call log (opened, not started)."""
+    key_ring = key_ring or KeyRing.from_environment()
+    if key_ring is None:
+        raise GatewaySetupError(f"the gateway encrypts every payload before it is stored: set {KEYS_ENV} "
+                                "(generate a key with `slm-pipeline new-encryption-key`) or "
+                                "SLM_PIPELINE_ENCRYPTION_KEY_FILE")
+    url = config.resolved_database_url()
+    store = LogStore(url, create=url.startswith("sqlite"))  # on Postgres the gateway's role cannot migrate
+    store.check_schema()
+    call_log = CallLog(store, key_ring, Spool(config.resolved_spool_dir()), queue_size=config.queue_size,
+                       batch_size=config.batch_size, flush_interval_s=config.flush_interval_s,
+                       retry_interval_s=config.retry_interval_s)
+    return create_app(config, KeyCache(store, config.key_refresh_s), call_log)
+
+
+def app_from_environment() -> FastAPI:
+    """The app as configured by the environment: what each uvicorn worker process builds."""
+    return build_app(GatewayConfig())
+
+
+def serve(app: FastAPI | None, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1,
+          access_log: bool = False, log_level: str = "info") -> None:
+    """Run the gateway. With `workers` > 1, each worker process builds its own app from the
+    environment (`app` is then unused): its own upstream pool, call log and spool file."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The call log's writer thread seals batches while the event loop serves requests: a shorter GIL
+    # switch interval (default 5 ms) keeps the writer from delaying replies (benchmarks/RESULTS.md).
+    sys.setswitchinterval(0.0005)
+    options = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "access_log": access_log,
+               "log_level": log_level, "timeout_graceful_shutdown": 30}
+    if workers > 1:
+        uvicorn.run("slm_pipeline.gateway.server:app_from_environment", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(app, **options)
