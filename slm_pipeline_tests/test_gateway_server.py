@@ -59,3 +59,15 @@ def test_sigterm_drains_the_call_log(embedded_home: Path, fake_upstream: str):
     with LogStore(f"sqlite:///{embedded_home / 'logstore.sqlite'}") as store:
         assert store.count("support-bot") == 50
         assert {row["call_id"] for batch in store.iter_calls("support-bot") for row in batch} == set(ids)
+
+
+def test_the_upstream_key_comes_from_the_environment_and_never_from_agents(monkeypatch):
+    from slm_pipeline.gateway.config import GatewayConfig
+
+    monkeypatch.delenv("SLM_PIPELINE_GATEWAY_UPSTREAM_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-openai-env")
+    assert GatewayConfig().upstream_headers()["authorization"] == "Bearer sk-from-openai-env"
+    monkeypatch.setenv("SLM_PIPELINE_GATEWAY_UPSTREAM_API_KEY", "sk-gateway")
+    config = GatewayConfig()
+    assert config.upstream_headers()["authorization"] == "Bearer sk-gateway"
+    assert "sk-gateway" not in repr(config)  # a secret: hidden in reprs and logs
