@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
-import orjson
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
@@ -162,17 +161,11 @@ class Gateway:
                             model=chat.model, tags={"route": "llm", "stream": stream}, request=body, response={})
         headers = {CALL_ID_HEADER: call.call_id}
         assert self.client is not None
-        timeout = GatewayError(504, f"The upstream did not answer within {self.config.upstream_timeout_s:g} s "
-                                    "(SLM_PIPELINE_GATEWAY_UPSTREAM_TIMEOUT_S).", "upstream_error", "upstream_timeout")
         try:
             upstream = await self.client.post("chat/completions", data=body,
                                               headers=_forwarded(request, call.call_id))
-        except TimeoutError:
-            return self._failed(call, started, headers, timeout)
-        except aiohttp.ClientError as exc:
-            return self._failed(call, started, headers, GatewayError(
-                502, f"The upstream could not be reached: {exc.__class__.__name__}: {exc}.", "upstream_error",
-                "upstream_unreachable"))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return self._failed(call, started, headers, self._upstream_error(exc))
         call.tags["upstream_status"] = upstream.status
         media_type = upstream.headers.get("content-type", "application/json")
         if upstream.status == 200 and media_type.startswith("text/event-stream"):
@@ -181,9 +174,7 @@ class Gateway:
         try:
             content = await upstream.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return self._failed(call, started, headers, timeout if isinstance(exc, TimeoutError) else GatewayError(
-                502, f"The upstream's answer broke off: {exc.__class__.__name__}.", "upstream_error",
-                "upstream_unreachable"))
+            return self._failed(call, started, headers, self._upstream_error(exc))
         finally:
             upstream.release()
         call.response = content
@@ -221,6 +212,13 @@ class Gateway:
             self._log(call, started)
             upstream.release()
 
+    def _upstream_error(self, exc: Exception) -> GatewayError:
+        if isinstance(exc, TimeoutError):
+            return GatewayError(504, f"The upstream did not answer within {self.config.upstream_timeout_s:g} s "
+                                     "(SLM_PIPELINE_GATEWAY_UPSTREAM_TIMEOUT_S).", "upstream_error", "upstream_timeout")
+        return GatewayError(502, f"The upstream could not be reached or broke off: {exc.__class__.__name__}: {exc}.",
+                            "upstream_error", "upstream_unreachable")
+
     def _failed(self, call: FinishedCall, started: float, headers: dict[str, str], error: GatewayError) -> Response:
         call.response = error.body()
         self._log(call, started)
@@ -241,8 +239,7 @@ class Gateway:
             async with self.client.get("models") as upstream:
                 content = await upstream.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return GatewayError(502, f"The upstream could not be reached: {exc.__class__.__name__}.",
-                                "upstream_error", "upstream_unreachable").response()
+            return self._upstream_error(exc).response()
         return Response(content, upstream.status, media_type=upstream.headers.get("content-type", "application/json"))
 
     def metrics(self) -> str:

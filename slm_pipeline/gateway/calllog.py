@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -61,10 +61,6 @@ class CallLogStats:
     rejected: int = 0  # rows the store refused for their content (kept in the rejected spool)
     store_up: bool = True
     last_error: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "timings"}
 
 
 def _is_outage(exc: sa.exc.DBAPIError) -> bool:
