@@ -1,6 +1,7 @@
 """Gateway overhead: added latency and throughput against calling the upstream directly, side by side.
 
     python benchmarks/gateway_latency.py [--seconds 10] [--levels 1,50,200] [--upstream-delay-ms 0]
+        [--upstream-jitter-ms 0] [--workers 1] [--gateway-cpus 1] [--store postgres|sqlite]
 
 The script starts, as separate processes, the fake OpenAI-compatible upstream
 (`slm_pipeline.gateway.fake_upstream`) and `slm-pipeline gateway` in front of it, logging to a
@@ -8,8 +9,11 @@ throw-away Postgres database on the local server (`--store sqlite` for the embed
 encrypted. For each number of concurrent clients it runs the same closed loop twice, back to back:
 straight to the upstream (the baseline), then through the gateway. Requests are real demo-agent
 calls (system prompt, tools, ~2 KB). Printed per level: requests/s, p50 and p99 latency of both,
-and the gateway's added latency (gateway minus direct, per percentile). At the end the gateway's
-call log is reconciled against what was sent: calls sent = calls stored, no duplicates.
+and the gateway's added latency, two ways: *added*, gateway minus direct per percentile; and
+*beyond upstream*, per call, the client's latency minus the time the upstream says it spent
+(`openai-processing-ms`, which the gateway passes on), for both paths and their difference, so
+that the upstream's own jitter cancels out. At the end the gateway's call log is reconciled
+against what was sent: calls sent = calls stored, no duplicates.
 
 Targets (issue 7): p99 added <= 5 ms at 50 concurrent clients, >= 1,000 requests/s, zero lost records.
 """
@@ -51,7 +55,8 @@ def wait_ready(url: str, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited: {process.stdout.read() if process.stdout else ''}")
+            output = process.stdout.read() if process.stdout else "(see gateway.log in the work folder)"
+            raise SystemExit(f"{' '.join(map(str, process.args))} exited with {process.returncode}: {output}")
         try:
             httpx.get(url, timeout=1)
             return
@@ -72,8 +77,9 @@ def requests(count: int) -> list[bytes]:
 
 
 async def closed_loop(url: str, headers: dict[str, str], bodies: list[bytes], clients: int,
-                      seconds: float) -> tuple[list[float], int, float]:
-    """`clients` clients, each sending its next request as soon as the last answered; latencies in ms."""
+                      seconds: float, beyond: list[float] | None = None) -> tuple[list[float], int, float]:
+    """`clients` clients, each sending its next request as soon as the last answered; latencies in ms.
+    `beyond` collects, per call, the latency minus the upstream's `openai-processing-ms`."""
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -91,6 +97,8 @@ async def closed_loop(url: str, headers: dict[str, str], bodies: list[bytes], cl
                 if response.status != 200:
                     errors += 1
             latencies.append((time.perf_counter() - started) * 1000)
+            if beyond is not None and "openai-processing-ms" in response.headers:
+                beyond.append(latencies[-1] - float(response.headers["openai-processing-ms"]))
 
     async with aiohttp.ClientSession(connector=connector) as session:
         began = time.perf_counter()
@@ -128,8 +136,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each run")
     parser.add_argument("--levels", default="1,50,200", help="numbers of concurrent clients")
     parser.add_argument("--upstream-delay-ms", type=float, default=0.0, help="simulated LLM time per call")
+    parser.add_argument("--upstream-jitter-ms", type=float, default=0.0,
+                        help="plus uniform random 0..J ms per call: real LLM times vary, and a fixed time makes "
+                             "closed-loop clients arrive in lockstep waves")
     parser.add_argument("--store", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--gateway-cpus", default=None,
+                        help="pin the gateway to these CPUs (taskset list, e.g. 1) and the load generator and "
+                             "upstream to the others: the gateway then has cores of its own, as in production")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="slm_bench_gateway_"))
     database = f"slm_bench_gateway_{os.getpid()}"
@@ -140,6 +154,11 @@ def main() -> None:
     else:
         store_url = f"sqlite:///{work / 'store.sqlite'}"
     processes: list[subprocess.Popen] = []
+    gateway_pin: list[str] = []
+    if args.gateway_cpus:
+        gateway_cpus = {int(c) for c in args.gateway_cpus.split(",")}
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - gateway_cpus)  # this process and the upstream
+        gateway_pin = ["taskset", "-c", args.gateway_cpus]
     try:
         with LogStore(store_url) as store:
             _, key = create_key(store, "bench-agent")
@@ -148,10 +167,11 @@ def main() -> None:
                "SLM_PIPELINE_GATEWAY_DATABASE_URL": store_url}
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "slm_pipeline.gateway.fake_upstream", "--port", str(up_port),
-             "--delay-ms", str(args.upstream_delay_ms)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+             "--delay-ms", str(args.upstream_delay_ms), "--jitter-ms", str(args.upstream_jitter_ms)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         processes.append(subprocess.Popen(
-            [str(BIN / "slm-pipeline"), "gateway", "--upstream", f"http://127.0.0.1:{up_port}/v1", "--port",
-             str(gw_port), "--workers", str(args.workers)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            [*gateway_pin, str(BIN / "slm-pipeline"), "gateway", "--upstream", f"http://127.0.0.1:{up_port}/v1",
+             "--port", str(gw_port), "--workers", str(args.workers)], env=env,
+            stdout=(work / "gateway.log").open("w"), stderr=subprocess.STDOUT))
         direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         gateway = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         wait_ready(f"http://127.0.0.1:{up_port}/v1/models", processes[0])
@@ -160,22 +180,32 @@ def main() -> None:
         size = statistics.mean(len(b) for b in bodies)
         headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
         print(f"{len(bodies)} demo requests ({size:,.0f} bytes on average), {args.seconds:g} s per run, "
-              f"upstream delay {args.upstream_delay_ms:g} ms, store {args.store}, payloads encrypted\n")
+              f"upstream delay {args.upstream_delay_ms:g} ms + 0..{args.upstream_jitter_ms:g} ms, store {args.store}, "
+              f"payloads encrypted, {args.workers} gateway worker(s)"
+              + (f" pinned to CPU {args.gateway_cpus}" if args.gateway_cpus else "") + "\n")
         warm, _, _ = asyncio.run(closed_loop(gateway, headers, bodies, 10, 2.0))  # warm-up (connections, caches)
         sent = len(warm)
         asyncio.run(closed_loop(direct, headers, bodies, 10, 1.0))
         print(f"{'clients':>7} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | {'gateway rps':>11} {'p50 ms':>7} "
-              f"{'p99 ms':>7} | {'added p50':>9} {'added p99':>9} | {'rps ratio':>9} | {'gw CPU us/call':>14}")
+              f"{'p99 ms':>7} | {'added p50':>9} {'p99':>6} | beyond upstream p50/p99: {'direct':>11} "
+              f"{'gateway':>11} {'added':>11} | {'gw CPU us/call':>14}")
         for clients in (int(c) for c in args.levels.split(",")):
-            base, base_errors, base_wall = asyncio.run(closed_loop(direct, headers, bodies, clients, args.seconds))
+            base_beyond: list[float] = []
+            via_beyond: list[float] = []
+            base, base_errors, base_wall = asyncio.run(closed_loop(direct, headers, bodies, clients, args.seconds,
+                                                                   base_beyond))
             cpu_before = cpu_seconds(processes[1].pid)
-            via, via_errors, via_wall = asyncio.run(closed_loop(gateway, headers, bodies, clients, args.seconds))
+            via, via_errors, via_wall = asyncio.run(closed_loop(gateway, headers, bodies, clients, args.seconds,
+                                                                via_beyond))
             cpu_per_call = (cpu_seconds(processes[1].pid) - cpu_before) / len(via) * 1e6
             sent += len(via)
             b50, b99, g50, g99 = (percentile(base, 50), percentile(base, 99), percentile(via, 50), percentile(via, 99))
+            o50, o99 = percentile(base_beyond, 50), percentile(base_beyond, 99)
+            v50, v99 = percentile(via_beyond, 50), percentile(via_beyond, 99)
             print(f"{clients:>7} | {len(base) / base_wall:>10,.0f} {b50:>7.2f} {b99:>7.2f} | {len(via) / via_wall:>11,.0f} "
-                  f"{g50:>7.2f} {g99:>7.2f} | {g50 - b50:>9.2f} {g99 - b99:>9.2f} | "
-                  f"{(len(via) / via_wall) / (len(base) / base_wall):>9.2f} | {cpu_per_call:>14,.0f}"
+                  f"{g50:>7.2f} {g99:>7.2f} | {g50 - b50:>9.2f} {g99 - b99:>6.2f} | {'':>24}"
+                  f"{o50:>5.2f}/{o99:<5.2f} {v50:>5.2f}/{v99:<5.2f} {v50 - o50:>5.2f}/{v99 - o99:<5.2f} | "
+                  f"{cpu_per_call:>14,.0f}"
                   + (f"  errors: direct {base_errors}, gateway {via_errors}" if base_errors or via_errors else ""),
                   flush=True)
         processes[1].terminate()  # a graceful stop flushes the call log

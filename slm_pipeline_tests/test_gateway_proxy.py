@@ -66,6 +66,7 @@ def test_calls_are_proxied_and_logged_encrypted_under_the_keys_agent(store: LogS
                for r, q, a in zip(rows, frame["request"], frame["response"]))
     tags = [r["tags"] for r in rows]
     assert tags[0]["stream"] is False and tags[1]["stream"] is True and tags[1]["ttft_ms"] > 0
+    assert all(0 < row["tags"]["upstream_ms"] <= row["latency_ms"] for row in rows)  # the gateway's share is the rest
 
 
 def test_unknown_revoked_and_missing_keys_get_401_in_openais_shape(store: LogStore, run_gateway):

@@ -54,6 +54,18 @@ _NOT_FORWARDED = frozenset({"authorization", "host", "content-length", "content-
                             "proxy-authorization", "proxy-connection", "cookie"})
 
 
+_NOT_RETURNED = frozenset({"content-length", "content-type", "content-encoding", "transfer-encoding", "connection",
+                           "keep-alive", "date", "server", "set-cookie"})
+
+
+def _returned(upstream: aiohttp.ClientResponse, call_id: str) -> dict[str, str]:
+    """The upstream's response headers an agent may use (`x-ratelimit-*`, `openai-processing-ms`,
+    `x-request-id`, `retry-after`), and the call id."""
+    headers = {name.lower(): value for name, value in upstream.headers.items() if name.lower() not in _NOT_RETURNED}
+    headers[CALL_ID_HEADER] = call_id
+    return headers
+
+
 def _forwarded(request: Request, call_id: str) -> dict[str, str]:
     """The client's headers that the upstream may need (OpenAI-Beta, ...), not its credentials or ours."""
     headers = {name: value for name, value in request.headers.items()
@@ -161,6 +173,7 @@ class Gateway:
                             model=chat.model, tags={"route": "llm", "stream": stream}, request=body, response={})
         headers = {CALL_ID_HEADER: call.call_id}
         assert self.client is not None
+        call.upstream_started = time.perf_counter()
         try:
             upstream = await self.client.post("chat/completions", data=body,
                                               headers=_forwarded(request, call.call_id))
@@ -168,9 +181,10 @@ class Gateway:
             return self._failed(call, started, headers, self._upstream_error(exc))
         call.tags["upstream_status"] = upstream.status
         media_type = upstream.headers.get("content-type", "application/json")
+        headers = _returned(upstream, call.call_id)
         if upstream.status == 200 and media_type.startswith("text/event-stream"):
             return StreamingResponse(self._relay(upstream, call, started), status_code=200, media_type=media_type,
-                                     headers={**headers, "cache-control": "no-cache"})
+                                     headers={"cache-control": "no-cache", **headers})
         try:
             content = await upstream.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -225,7 +239,10 @@ class Gateway:
         return error.response(headers)
 
     def _log(self, call: FinishedCall, started: float) -> None:
-        call.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        now = time.perf_counter()
+        call.latency_ms = round((now - started) * 1000, 3)
+        # the upstream's share of it: the rest is what the gateway added
+        call.tags["upstream_ms"] = round((now - (call.upstream_started or now)) * 1000, 3)
         self.logged += 1
         self.call_log.submit(call)
 

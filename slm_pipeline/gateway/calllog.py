@@ -48,6 +48,7 @@ class FinishedCall:
     tags: dict[str, Any]
     request: bytes  # the agent's JSON body, as sent (the handler validated it as a chat request)
     response: bytes | dict[str, Any]  # the upstream's JSON body, or what the gateway made of the answer
+    upstream_started: float | None = None  # perf_counter() when the request left for the upstream
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A deterministic OpenAI-compatible upstream for load tests, benchmarks and trying the gateway offline.
 
-It answers at once (or after `--delay-ms`, like a real LLM taking its time) with a tool call to the
+It answers at once (or after `--delay-ms` plus a random `--jitter-ms`, like a real LLM taking its time) with a tool call to the
 request's first tool, else with a short text; with `"stream": true` it sends the same answer as
 server-sent events, arguments split across chunks as OpenAI does. Test hooks, by request header:
 `x-fake-status: 503` answers that status with an OpenAI error, `x-fake-delay-ms: N` waits N ms, `x-fake-chunk-delay-ms: N` waits
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
+import time
 from typing import Any
 
 import orjson
@@ -67,10 +69,16 @@ def stream_events(request: dict[str, Any]) -> list[bytes]:
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 
+def _processing(received: float) -> tuple[bytes, bytes]:
+    """OpenAI's `openai-processing-ms` header: the time the upstream spent on the request."""
+    return b"openai-processing-ms", f"{(time.perf_counter() - received) * 1000:.3f}".encode()
+
+
 class FakeUpstream:
-    def __init__(self, delay_ms: float = 0.0) -> None:
-        self.delay_ms = delay_ms
+    def __init__(self, delay_ms: float = 0.0, jitter_ms: float = 0.0, seed: int = 0) -> None:
+        self.delay_ms, self.jitter_ms = delay_ms, jitter_ms
         self.requests = 0
+        self._random = random.Random(seed)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -89,25 +97,28 @@ class FakeUpstream:
             if not event.get("more_body"):
                 break
         self.requests += 1
-        delay = float(headers.get("x-fake-delay-ms", self.delay_ms))
+        received = time.perf_counter()
+        delay = float(headers.get("x-fake-delay-ms", self.delay_ms)) + self._random.uniform(0, self.jitter_ms)
         if delay:
             await asyncio.sleep(delay / 1000)
         path = scope["path"]
         if scope["method"] == "GET" and path.endswith("/models"):
-            return await self._send(send, 200, MODELS)
+            return await self._send(send, 200, MODELS, received=received)
         if not path.endswith("/chat/completions"):
-            return await self._send(send, 404, orjson.dumps({"error": {"message": "not found", "type": "not_found"}}))
+            return await self._send(send, 404, orjson.dumps({"error": {"message": "not found", "type": "not_found"}}),
+                                    received=received)
         if "x-fake-status" in headers:
             status = int(headers["x-fake-status"])
             return await self._send(send, status, orjson.dumps(
-                {"error": {"message": f"fake upstream failure {status}", "type": "server_error", "code": status}}))
+                {"error": {"message": f"fake upstream failure {status}", "type": "server_error", "code": status}}),
+                received=received)
         if headers.get("x-fake-body") == "garbage":
-            return await self._send(send, 200, b"<html>not json</html>", b"text/html")
+            return await self._send(send, 200, b"<html>not json</html>", b"text/html", received=received)
         request = orjson.loads(body)
         if not request.get("stream"):
-            return await self._send(send, 200, orjson.dumps(completion(request)))
+            return await self._send(send, 200, orjson.dumps(completion(request)), received=received)
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), _processing(received)]})
         pause = float(headers.get("x-fake-chunk-delay-ms", 0)) / 1000
         for event in stream_events(request):
             await send({"type": "http.response.body", "body": event, "more_body": True})
@@ -116,9 +127,11 @@ class FakeUpstream:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
-    async def _send(send: Any, status: int, body: bytes, media_type: bytes = b"application/json") -> None:
+    async def _send(send: Any, status: int, body: bytes, media_type: bytes = b"application/json", *,
+                    received: float) -> None:
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", media_type), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", media_type), (b"content-length", str(len(body)).encode()),
+                                _processing(received)]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -129,8 +142,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--delay-ms", type=float, default=0.0, help="simulated LLM time per call")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="plus a uniform random 0..J ms per call")
     args = parser.parse_args()
-    uvicorn.run(FakeUpstream(args.delay_ms), host=args.host, port=args.port, loop="uvloop", http="httptools",
+    uvicorn.run(FakeUpstream(args.delay_ms, args.jitter_ms), host=args.host, port=args.port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning")
 
 
