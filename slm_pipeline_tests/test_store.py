@@ -60,3 +60,35 @@ def test_plain_postgres_urls_use_psycopg3():
     assert normalise_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_concurrent_writers_commit_in_seq_order(store: LogStore):
+    """S1 collects up to the highest `seq` it sees: a call committed later with a lower seq would be
+    skipped for good. Every snapshot (highest seq, calls at or below it) must still hold at the end."""
+    writers, batches, size = 4, 15, 40
+    done = False
+    snapshots: list[tuple[int, int]] = []
+
+    def write(writer: int) -> None:
+        for batch in range(batches):
+            rows = [call(f"w{writer}-{batch}-{i}") for i in range(size)]
+            if batch % 2:
+                store.append(rows)
+            else:
+                store.insert(rows)
+
+    def read() -> None:
+        while not done:
+            top = store.watermarks().get("a1", 0)
+            snapshots.append((top, store.count("a1", up_to_seq=top)))
+
+    with ThreadPoolExecutor(writers + 1) as pool:
+        reader = pool.submit(read)
+        list(pool.map(write, range(writers)))
+        done = True
+        reader.result()
+    assert store.count("a1") == writers * batches * size
+    assert len(snapshots) > 10
+    late = [(top, seen, store.count("a1", up_to_seq=top)) for top, seen in snapshots
+            if store.count("a1", up_to_seq=top) != seen]
+    assert late == [], f"calls committed below a seq already seen (seq, seen then, there now): {late[:5]}"

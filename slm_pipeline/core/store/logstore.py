@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
@@ -35,6 +36,11 @@ class StoredCall(TypedDict):
 
 
 _APPEND_COLUMNS = tuple(c.name for c in agent_calls.columns if c.name != "seq")
+# Writers to Postgres take this transaction-level advisory lock before they draw `seq` values, so
+# calls commit in `seq` order: a reader that sees seq N has seen every call below it, and S1's
+# watermark never skips a call committed late by a concurrent writer. (SQLite's write lock already
+# serialises writers.)
+_WRITE_LOCK = 0x534C4D31  # "SLM1"
 
 
 class SchemaError(RuntimeError):
@@ -76,6 +82,14 @@ class LogStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """A write transaction whose calls commit in `seq` order (see `_WRITE_LOCK`)."""
+        with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
+            yield connection
+
     def __repr__(self) -> str:
         return f"LogStore({self.engine.url.render_as_string(hide_password=True)!r})"
 
@@ -100,7 +114,7 @@ class LogStore:
             .on_conflict_do_nothing(index_elements=["call_id"])
             .returning(agent_calls.c.call_id)
         )
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             return set(connection.scalars(statement, list(rows)))
 
     def append(self, rows: Sequence[StoredCall]) -> int:
@@ -118,7 +132,7 @@ class LogStore:
                f"VALUES ({', '.join([placeholder] * len(_APPEND_COLUMNS))}) ON CONFLICT DO NOTHING")
         parameters = [tuple(orjson.dumps(row["tags"]).decode() if name == "tags" and row["tags"] is not None
                             else row[name] for name in _APPEND_COLUMNS) for row in rows]  # type: ignore[literal-required]
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             result = connection.exec_driver_sql(sql, parameters, execution_options={"preserve_rowcount": True})
             return result.rowcount
 
