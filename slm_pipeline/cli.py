@@ -114,6 +114,8 @@ def _print_runs(runs: list[Any]) -> bool:
                   f"(run {run.run_id[:8]})")
         if run.error:
             out.print(f"  [red]{run.error}[/red]")
+        if run.not_promoted:
+            out.print(f"  [yellow]stays on the LLM, not promoted: {run.not_promoted}[/yellow]")
         ok &= run.success
     return ok
 
@@ -133,7 +135,8 @@ def _run(select: str | None, agent: str | None, settings: Settings, asset_config
 
     graph = defs.resolve_asset_graph()
     agent_steps = sum(1 for k in steps if graph.get(k).partitions_def == agent_partitions)
-    cluster_steps = len(steps) - agent_steps
+    global_steps = sum(1 for k in steps if graph.get(k).partitions_def is None)
+    cluster_steps = len(steps) - agent_steps - global_steps
     store = _store(settings)
     agents = store.agents()
     store.close()
@@ -150,6 +153,8 @@ def _run(select: str | None, agent: str | None, settings: Settings, asset_config
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as progress:
         tasks = {a: progress.add_task(f"{a}", total=agent_steps) for a in agents}
+        if global_steps:
+            tasks["all"] = progress.add_task("all agents", total=global_steps)
 
         def on_step(partition: str, step: str, status: str) -> None:
             agent_id = split_task_cluster_key(partition)[0] if ":" in partition else partition
@@ -274,7 +279,7 @@ def demo(
     out.rule("S1 import")
     import_([traffic], as_json=False)
     out.rule("pipeline")
-    caps = {"slm_candidates": {"screen_examples": 8},
+    caps = {"slm_candidates": {"screen_examples": 8}, "slm_evaluation": {"max_test_calls": 20},
             "finetuned_slm": {"max_steps": train_steps, "batch_size": 2, "eval_steps": train_steps,
                               "save_steps": train_steps}}
     for name, values in (_load_config(config) or {}).items():

@@ -3,8 +3,10 @@
 It executes the same Definitions the UI loads, records its runs in the same
 Dagster instance (so they show in the UI), and reports each step as it ends.
 Per agent it runs the agent-partitioned assets (S1-S3) first, then the
-task-cluster-partitioned ones (S4-S5) for each of the agent's current clusters,
-one Dagster run per partition.
+task-cluster-partitioned ones (S4-S6) for each of the agent's current clusters,
+one Dagster run per partition; the unpartitioned ones (the routing table) run
+once at the end. A cluster whose candidate the promotion rule turns down is not
+a failure: its run says why (`PartitionRun.not_promoted`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.utils import make_new_run_id
 
+from slm_pipeline.assets.refine import PROMOTION_RULE
 from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.settings import Settings
@@ -44,6 +47,7 @@ class PartitionRun:
     steps: dict[str, str] = field(default_factory=dict)
     materialized: list[str] = field(default_factory=list)
     error: str | None = None
+    not_promoted: str | None = None  # the promotion_rule check's reason, when it blocked slm_champion
 
 
 def selected_assets(selection: str | None) -> list[dg.AssetKey]:
@@ -89,14 +93,15 @@ def current_cluster_keys(agent_id: str, settings: Settings | None = None) -> lis
     return [] if clusters is None else [task_cluster_key(agent_id, c) for c in clusters["cluster_id"].to_list()]
 
 
-def _execute(instance: dg.DagsterInstance, partition: str, keys: list[dg.AssetKey], run_config: dict,
+def _execute(instance: dg.DagsterInstance, partition: str | None, keys: list[dg.AssetKey], run_config: dict,
              on_step: StepCallback | None) -> PartitionRun:
     job = defs.resolve_implicit_global_asset_job_def()
     run_id = make_new_run_id()
     steps: dict[str, str] = {}
     done = threading.Event()
     watcher = threading.Thread(
-        target=_watch, args=(instance, run_id, partition, on_step or (lambda *_: None), done, steps), daemon=True
+        target=_watch, args=(instance, run_id, partition or "all", on_step or (lambda *_: None), done, steps),
+        daemon=True
     )
     watcher.start()
     try:
@@ -108,14 +113,19 @@ def _execute(instance: dg.DagsterInstance, partition: str, keys: list[dg.AssetKe
         done.set()
         watcher.join()
     failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    blocked = [c for c in result.get_asset_check_evaluations() if c.check_name == PROMOTION_RULE and not c.passed]
+    # The blocking promotion check fails its step by design; that alone is an outcome, not an error.
+    only_blocked = bool(blocked) and all(
+        e.step_failure_data.error is not None and e.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"
+        for e in failures)
     error = None
-    if failures:
+    if failures and not only_blocked:
         info = failures[0].step_failure_data.error
         error = f"{failures[0].step_key}: {info.message.strip() if info else 'failed'}"
     return PartitionRun(
-        agent_id=partition, run_id=run_id, success=result.success, steps=steps,
+        agent_id=partition or "all", run_id=run_id, success=result.success or only_blocked, steps=steps,
         materialized=sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}),
-        error=error,
+        error=error, not_promoted=(blocked[0].description or "the promotion rule did not hold") if blocked else None,
     )
 
 
@@ -140,6 +150,7 @@ def run_pipeline(
     graph = defs.resolve_asset_graph()
     per_agent = [k for k in keys if graph.get(k).partitions_def == agent_partitions]
     per_cluster = [k for k in keys if graph.get(k).partitions_def == task_cluster_partitions]
+    unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
     known = set(instance.get_dynamic_partitions(agent_partitions.name))
     missing = [a for a in agent_ids if a not in known]
     if missing:
@@ -167,4 +178,6 @@ def run_pipeline(
                 on_partitions(agent_id, clusters)
             for key in clusters:
                 runs.append(_execute(instance, key, per_cluster, config_for(per_cluster), on_step))
+    if unpartitioned:
+        runs.append(_execute(instance, None, unpartitioned, config_for(unpartitioned), on_step))
     return runs

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from slm_pipeline.cli import app
 from slm_pipeline.core.collect import RAW_TABLE
 from slm_pipeline.core.lake import Lake
+from slm_pipeline.core.refine.routing import load_routing_table
 from slm_pipeline.core.settings import Settings
 from slm_pipeline.core.store import LogStore
 
@@ -128,7 +129,12 @@ def test_demo_runs_end_to_end(embedded_home: Path):
     assert result.exit_code == 0, result.output
     assert "slm-pipeline ui" in result.stdout
     successes = [line.split(": success")[0] for line in result.stdout.splitlines() if ": success" in line]
-    agents = [p for p in successes if ":" not in p]
-    clusters = [p for p in successes if ":" in p]  # each agent's largest task cluster, through S4-S5
+    agents = [p for p in successes if ":" not in p and p != "all"]
+    clusters = [p for p in successes if ":" in p]  # each agent's largest task cluster, through S4-S6
     assert sorted(agents) == ["data-analyst", "support-bot", "travel-planner"]
     assert sorted(c.split(":")[0] for c in clusters) == sorted(agents)
+    # Two training steps promote nothing; each cluster says why, and the routing table keeps them on the LLM.
+    assert result.stdout.count("stays on the LLM, not promoted:") == len(clusters)
+    assert "all: success  materialised routing_table" in result.stdout
+    table = load_routing_table(Lake(Settings().resolved_lake_url))
+    assert {r.route for r in table.routes} == {"llm"} and len(table.routes) >= len(clusters)

@@ -60,6 +60,7 @@ class TaskDataset:
     task_prompt: str
     examples: pl.DataFrame  # DATASET_SCHEMA
     filtered: dict[str, int] = field(default_factory=dict)  # reason -> calls left out
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the OpenAI definitions of the tools it calls
 
     def split(self, name: Split) -> pl.DataFrame:
         return self.examples.filter(pl.col("split") == name)
@@ -227,7 +228,7 @@ def build_task_dataset(agent_id: str, cluster_id: str, label: str, calls: pl.Dat
                   "the cluster stays on the LLM until more traffic arrives")
     elif examples.filter(pl.col("split") == "test").height == 0:
         status, reason = "stays_on_llm", "too few distinct requests to hold out a test split"
-    return TaskDataset(agent_id, cluster_id, status, reason, prompt, examples, dict(filtered))
+    return TaskDataset(agent_id, cluster_id, status, reason, prompt, examples, dict(filtered), tools)
 
 
 def cluster_calls_frame(lake: Any, agent_id: str, cluster_id: str) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -256,7 +257,7 @@ def build_cluster_dataset(lake: Any, agent_id: str, cluster_id: str, config: Dat
     partition = cluster_partition(agent_id, cluster_id)
     lake.write(DATASETS_TABLE, partition, dataset.examples)
     meta = {**dataset.summary(), "agent_id": agent_id, "cluster_id": cluster_id, "label": cluster["label"],
-            "task_prompt": dataset.task_prompt, "calls": calls.height,
+            "task_prompt": dataset.task_prompt, "tools": dataset.tools, "calls": calls.height,
             "context_needed": int((cluster["prompt_tokens_p95"] or 0) + (cluster["answer_tokens_p95"] or 0))}
     lake.put_file(DATASETS_TABLE, partition, "dataset.json", json.dumps(meta, indent=2).encode())
     return dataset

@@ -1,0 +1,1 @@
+"""S6 refine: evaluation against the teacher, promotion, the routing table."""

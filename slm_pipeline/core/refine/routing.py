@@ -1,0 +1,142 @@
+"""The routing table: for every task cluster, the SLM that takes its calls, or the LLM and why.
+
+The gateway reads it (`load_routing_table`); it is versioned: a new version is written only
+when a route changes, every version is kept (`routing_table/all/v<N>.json`) and `current.json`
+names the latest, so a gateway can say which table it routes by and an operator can diff two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from slm_pipeline.core.lake import Lake, cluster_partition
+
+ROUTING_TABLE = "routing_table"
+_PARTITION = "all"
+
+
+@dataclass(frozen=True)
+class RoutingThresholds:
+    """When the gateway may send a call to a cluster's SLM (documented defaults)."""
+
+    min_assignment_confidence: float = 0.6  # the S3 assigner's confidence that the call is this task
+    validate_answers: bool = True  # parse the SLM's answer and check it against the tool schemas; else LLM
+
+
+@dataclass(frozen=True)
+class Route:
+    agent_id: str
+    cluster_id: str
+    label: str
+    route: Literal["slm", "llm"]
+    reason: str
+    registered_model: str | None = None
+    version: str | None = None
+    base_model: str | None = None
+    serving_model: str | None = None  # the model name the SLM server knows the adapter by
+    task_prompt: str | None = None  # rendered in front of the call, as in training
+    main_metric: str | None = None
+    agreement: float | None = None
+
+
+@dataclass
+class RoutingTable:
+    routes: list[Route]
+    thresholds: RoutingThresholds = RoutingThresholds()
+    serving_url: str | None = None
+    version: int = 0
+    created_at: str = ""
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def content(self) -> dict[str, Any]:
+        return {"routes": [asdict(r) for r in sorted(self.routes, key=lambda r: (r.agent_id, r.cluster_id))],
+                "thresholds": asdict(self.thresholds), "serving_url": self.serving_url}
+
+    def to_json(self) -> bytes:
+        return json.dumps({"version": self.version, "created_at": self.created_at, "fingerprint": self.fingerprint,
+                           **self.content()}, indent=2).encode()
+
+    def route_for(self, agent_id: str, cluster_id: str | None) -> Route | None:
+        return next((r for r in self.routes if r.agent_id == agent_id and r.cluster_id == cluster_id), None)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RoutingTable:
+        raw = json.loads(data)
+        return cls([Route(**r) for r in raw["routes"]], RoutingThresholds(**raw["thresholds"]), raw["serving_url"],
+                   raw["version"], raw["created_at"], raw["fingerprint"])
+
+
+def serving_model_name(agent_id: str, cluster_id: str) -> str:
+    """The name a client asks the SLM server for to get this cluster's adapter."""
+    return f"slm-{agent_id}-{cluster_id}"
+
+
+def _fingerprint(content: dict[str, Any]) -> str:
+    return hashlib.blake2b(json.dumps(content, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def load_routing_table(lake: Lake, version: int | None = None) -> RoutingTable | None:
+    name = "current.json" if version is None else f"v{version}.json"
+    data = lake.get_file(ROUTING_TABLE, _PARTITION, name)
+    return None if data is None else RoutingTable.from_json(data)
+
+
+def publish_routing_table(lake: Lake, table: RoutingTable) -> tuple[RoutingTable, bool]:
+    """Write `table` as the next version unless its routes equal the current one's; (current, changed)."""
+    content = table.content()
+    fingerprint = _fingerprint(content)
+    current = load_routing_table(lake)
+    if current is not None and current.fingerprint == fingerprint:
+        return current, False
+    table.version = (current.version if current else 0) + 1
+    table.fingerprint = fingerprint
+    table.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    data = table.to_json()
+    lake.put_file(ROUTING_TABLE, _PARTITION, f"v{table.version}.json", data)
+    lake.put_file(ROUTING_TABLE, _PARTITION, "current.json", data)
+    return table, True
+
+
+def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
+                        thresholds: RoutingThresholds = RoutingThresholds(), serving_url: str | None = None
+                        ) -> RoutingTable:
+    """A route for every current task cluster of `agent_ids`: its champion, or the LLM with the reason."""
+    from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE
+    from slm_pipeline.core.finetune import registered_model_name
+    from slm_pipeline.core.refine import registry
+    from slm_pipeline.core.refine.evaluation import load_evaluation
+    from slm_pipeline.core.task_data import DATASETS_TABLE
+
+    routes = []
+    for agent_id in agent_ids:
+        clusters = lake.read(CLUSTERS_TABLE, agent_id, columns=["cluster_id", "label"])
+        for cluster_id, label in ([] if clusters is None else clusters.iter_rows()):
+            raw_meta = lake.get_file(DATASETS_TABLE, cluster_partition(agent_id, cluster_id), "dataset.json")
+            meta = json.loads(raw_meta) if raw_meta else None
+            evaluation = load_evaluation(lake, agent_id, cluster_id)
+            champion = registry.get_alias(registered_model_name(agent_id, cluster_id), settings=settings)
+            if champion is not None and meta is not None:
+                evaluated = next((m for m in (evaluation or {}).get("models", [])
+                                  if m and m.get("version") == champion.version), None)
+                main = (evaluation or {}).get("main_metric")
+                routes.append(Route(
+                    agent_id, cluster_id, label, "slm", f"champion {champion.registered_model} v{champion.version}",
+                    champion.registered_model, champion.version, champion.base_model,
+                    serving_model_name(agent_id, cluster_id), meta.get("task_prompt"), main,
+                    (evaluated or {}).get("metrics", {}).get("agreement")))
+                continue
+            if meta is None:
+                reason = "no task dataset yet (materialise task_datasets for this cluster)"
+            elif meta.get("status") != "ready":
+                reason = meta.get("reason", "its dataset is not ready")
+            elif evaluation is None:
+                reason = "no evaluation yet (materialise finetuned_slm and slm_evaluation)"
+            else:
+                reason = "not promoted: " + (evaluation.get("decision") or "no decision")
+            routes.append(Route(agent_id, cluster_id, label, "llm", reason))
+    return RoutingTable(routes, thresholds, serving_url)

@@ -1,0 +1,100 @@
+"""S6 in Dagster: evaluation against the teacher, the blocking promotion check, the champion alias, routing."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import mlflow
+import pytest
+
+from slm_pipeline.core.lake import Lake
+from slm_pipeline.core.refine import registry
+from slm_pipeline.core.refine.evaluation import EXPERIMENT, load_evaluation
+from slm_pipeline.core.refine.routing import load_routing_table
+from slm_pipeline.core.settings import Settings
+from slm_pipeline.definitions import defs
+from slm_pipeline_tests.test_assets_finetune import _meta, clustered_home  # noqa: F401  (fixture)
+
+TRAIN = {"slm_candidates": {"models": ["tiny-llama"], "screen_examples": 2},
+         "finetuned_slm": {"max_steps": 2, "batch_size": 2, "eval_steps": 50, "save_steps": 50,
+                           "evaluate_test": False}}
+REFINE = [dg.AssetKey(n) for n in ("task_datasets", "slm_candidates", "finetuned_slm", "slm_evaluation",
+                                   "slm_champion")]
+# The rule as configured for a model that cannot reach 0.95 in two steps: anything that answers is promotable.
+LENIENT = {"threshold": 0.0, "min_test_calls": 1, "min_lower_bound": 0.0, "max_test_calls": 4}
+
+
+def _run(instance, key: str, config: dict, assets=REFINE) -> dg.ExecuteInProcessResult:  # noqa: ANN001
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=instance, partition_key=key, asset_selection=assets,
+                                  run_config={"ops": {k: {"config": v} for k, v in config.items()}},
+                                  raise_on_error=False)
+
+
+def _routing(instance) -> dg.ExecuteInProcessResult:  # noqa: ANN001
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("routing_table")],
+                                  raise_on_error=False)
+
+
+def test_default_rule_blocks_an_undertrained_model_and_says_why(clustered_home):  # noqa: F811
+    instance, key = clustered_home
+    agent, cluster = key.split(":")
+    result = _run(instance, key, {**TRAIN, "slm_evaluation": {"max_test_calls": 4}})
+    evaluation = _meta(result, "slm_evaluation")
+    assert evaluation["status"] == "not_promotable"
+    assert "| base | tiny-llama (zero-shot) |" in evaluation["models"] and "| candidate |" in evaluation["models"]
+    assert evaluation["comparison"].startswith("![comparison](data:image/png;base64,")
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_rule"]
+    assert not check.passed
+    assert "only 4 test calls, fewer than min_test_calls=20" in check.description
+    # The blocking check kept slm_champion from running: no alias was set.
+    assert not result.asset_materializations_for_node("slm_champion")
+    assert registry.get_alias(f"slm-{agent}-{cluster}") is None
+
+    summary = load_evaluation(Lake(Settings().resolved_lake_url), agent, cluster)
+    assert summary["main_metric"] == "function_name_and_args_accuracy" and summary["promote"] is False
+    assert set(summary["best"]["metrics"]) >= {"function_name_accuracy", "function_name_and_args_accuracy",
+                                               "schema_valid_rate", "latency_ms_p50", "cost_per_1k_calls_usd"}
+    client = mlflow.MlflowClient(Settings().resolved_mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert {r.data.tags["role"] for r in runs} == {"base", "candidate"}
+    assert all(r.data.metrics["examples"] == 4 for r in runs)
+
+    routed = _routing(instance)
+    assert routed.success
+    table = load_routing_table(Lake(Settings().resolved_lake_url))
+    route = table.route_for(agent, cluster)
+    assert route.route == "llm" and route.reason.startswith("not promoted: only 4 test calls")
+
+
+def test_promotion_moves_the_champion_alias_and_the_routing_table_follows(clustered_home):  # noqa: F811
+    instance, key = clustered_home
+    agent, cluster = key.split(":")
+    name = f"slm-{agent}-{cluster}"
+    first = _run(instance, key, {**TRAIN, "slm_evaluation": LENIENT})
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+    champion = _meta(first, "slm_champion")
+    assert champion["champion_version"] == "1" and champion["previous_champion"] == ""
+    assert registry.get_alias(name).version == "1"
+
+    assert _routing(instance).success
+    lake = Lake(Settings().resolved_lake_url)
+    table = load_routing_table(lake)
+    route = table.route_for(agent, cluster)
+    assert route.route == "slm" and route.version == "1" and route.serving_model == name
+    assert route.task_prompt.startswith("Task: ") and table.version == 1
+    # Unchanged routes keep the version.
+    assert _routing(instance).success and load_routing_table(lake).version == 1
+
+    # Retrained (another fingerprint: more steps) and evaluated against the champion, whose adapter comes back
+    # from the MLflow artifact store. Two steps teach a 4M-parameter model nothing: both agree on no call, and a
+    # tie keeps the champion.
+    retrain = {**TRAIN, "finetuned_slm": {**TRAIN["finetuned_slm"], "max_steps": 3}}
+    second = _run(instance, key, {**retrain, "slm_evaluation": LENIENT})
+    assert not second.success
+    evaluation = _meta(second, "slm_evaluation")
+    assert f"| champion | {name} v1 |" in evaluation["models"] and f"| candidate | {name} v2 |" in evaluation["models"]
+    assert f"does not beat the champion {name} v1 (0.000 <= 0.000)" in evaluation["decision"]
+    assert registry.get_alias(name).version == "1"
