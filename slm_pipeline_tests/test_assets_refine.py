@@ -7,6 +7,9 @@ import json
 import dagster as dg
 import mlflow
 import pytest
+from typer.testing import CliRunner
+
+from slm_pipeline.cli import app
 
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.refine import registry
@@ -87,6 +90,30 @@ def test_promotion_moves_the_champion_alias_and_the_routing_table_follows(cluste
     assert route.task_prompt.startswith("Task: ") and table.version == 1
     # Unchanged routes keep the version.
     assert _routing(instance).success and load_routing_table(lake).version == 1
+
+    # The conversion report, as the asset (Markdown + plot in metadata) and as `slm-pipeline report --json`.
+    job = defs.resolve_implicit_global_asset_job_def()
+    reported = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("conversion_report")])
+    meta = _meta(reported, "conversion_report")
+    assert meta["promoted_clusters"] == 1 and 0 < meta["routable_fraction"] < 1
+    assert f"| {key} |" in meta["report"] and "| promoted |" in meta["report"]
+    cli = CliRunner().invoke(app, ["report", "--json", "--agent", agent], catch_exceptions=False)
+    assert cli.exit_code == 0, cli.output
+    report = json.loads(cli.stdout)
+    [row] = report["agents"]
+    assert set(row) >= {"agent_id", "calls", "curated", "clusters", "promoted_clusters", "routable_fraction"}
+    assert row["agent_id"] == agent and row["calls"] >= row["curated"] > 0 and row["promoted_clusters"] == 1
+    promoted = [c for c in report["clusters"] if c["status"] == "promoted"]
+    assert [c["cluster_id"] for c in promoted] == [cluster]
+    assert row["routable_fraction"] == pytest.approx(promoted[0]["size"] / row["curated"])
+    entry = promoted[0]
+    assert set(entry) >= {"agent_id", "cluster_id", "label", "size", "status", "selected_model", "metrics",
+                          "mlflow_run_id"}
+    assert entry["selected_model"] == "tiny-llama" and entry["mlflow_run_id"]
+    assert "function_name_and_args_accuracy" in entry["metrics"]["base"]
+    assert "function_name_and_args_accuracy" in entry["metrics"]["finetuned"]
+    others = [c for c in report["clusters"] if c["status"] != "promoted"]
+    assert others and all(c["reason"] for c in others)  # every cluster left on the LLM says why
 
     # Retrained (another fingerprint: more steps) and evaluated against the champion, whose adapter comes back
     # from the MLflow artifact store. Two steps teach a 4M-parameter model nothing: both agree on no call, and a

@@ -202,3 +202,35 @@ def routing_table(context: dg.AssetExecutionContext, config: RoutingRunConfig, l
         "table": dg.MetadataValue.md(frame_to_markdown(pl.DataFrame(rows)) if rows else "(no clusters)"),
         "current": dg.MetadataValue.json(json.loads(published.to_json())),
     })
+
+
+@dg.asset(
+    deps=[routing_table],
+    group_name="s6_refine",
+    kinds={"json", "markdown"},
+    description=(
+        "Per agent: calls, curated calls, task clusters, promoted clusters, the share of calls routable to SLMs "
+        "and estimated savings; per cluster: metrics, status (promoted, training, on the LLM and why) and MLflow "
+        "runs. Also `slm-pipeline report [--json]`."
+    ),
+)
+def conversion_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    from slm_pipeline.core.refine.report import REPORT_TABLE, build_report, report_markdown, routable_png
+    from slm_pipeline.partitions import agent_partitions
+
+    the_lake = lake.open()
+    agents = sorted(context.instance.get_dynamic_partitions(agent_partitions.name))
+    report = build_report(the_lake, Settings(), agents)
+    markdown = report_markdown(report)
+    the_lake.put_file(REPORT_TABLE, "all", "report.json", json.dumps(report, indent=2, default=str).encode())
+    the_lake.put_file(REPORT_TABLE, "all", "report.md", markdown.encode())
+    png = routable_png(report)
+    calls = sum(a["curated"] for a in report["agents"])
+    routable = sum(a["routable_calls"] for a in report["agents"])
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(markdown),
+        "routable_share": dg.MetadataValue.md(f"![routable](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "routable_fraction": routable / calls if calls else 0.0,
+        "promoted_clusters": sum(a["promoted_clusters"] for a in report["agents"]),
+        "routing_table_version": report["routing_table_version"] or 0,
+    })
