@@ -12,16 +12,18 @@ from slm_pipeline.core.settings import Settings
 EMBEDDED_DAGSTER_YAML = """\
 # Embedded Dagster instance of slm_pipeline: SQLite storage in this folder.
 # Set DAGSTER_HOME to a folder with the repository's dagster.yaml for Postgres storage.
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
+concurrency:
+  runs:
     max_concurrent_runs: 2
     tag_concurrency_limits:
       - key: dagster/partition
         value:
           applyLimitPerUniqueValue: true
         limit: 1
+  # Assets in a pool run at most `default_limit` at a time across all runs: training and evaluation are in
+  # pool "gpu" (one per accelerator; raise it with `dagster instance concurrency set gpu N`).
+  pools:
+    default_limit: 1
 telemetry:
   enabled: false
 nux:

@@ -1,12 +1,14 @@
-"""Sensors: react to new traffic in the log store."""
+"""Sensors: react to new traffic in the log store, to new clusterings, and to promotions."""
 
 import json
 
 import dagster as dg
 
-from slm_pipeline.jobs import ingest_job
-from slm_pipeline.partitions import agent_partitions
-from slm_pipeline.resources import LogStoreResource
+from slm_pipeline.core.curate.pipeline import CURATED_TABLE
+from slm_pipeline.core.refine.retraining import RetrainPolicy, calls_since_curation, retraining_decisions
+from slm_pipeline.jobs import ingest_job, publish_job, refresh_job, retrain_job
+from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
+from slm_pipeline.resources import LakeResource, LogStoreResource
 
 
 @dg.sensor(
@@ -33,3 +35,68 @@ def new_agent_calls(context: dg.SensorEvaluationContext, log_store: LogStoreReso
         dynamic_partitions_requests=[agent_partitions.build_add_request(new_agents)] if new_agents else [],
         cursor=json.dumps(watermarks, sort_keys=True),
     )
+
+
+@dg.sensor(
+    job=refresh_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Between nights: when an agent has `RetrainPolicy.refresh_calls` (500) calls that its latest "
+    "curation has not seen, refresh its S1-S3 so new task types and drift surface before the next night.",
+)
+def traffic_volume(context: dg.SensorEvaluationContext, log_store: LogStoreResource, lake: LakeResource
+                   ) -> dg.SensorResult:
+    policy, the_lake, store = RetrainPolicy(), lake.open(), log_store.open()
+    requests = []
+    for agent in sorted(context.instance.get_dynamic_partitions(agent_partitions.name)):
+        new = calls_since_curation(the_lake, store, agent)
+        if new >= policy.refresh_calls:
+            curated = the_lake.read(CURATED_TABLE, agent, columns=["seq"])
+            seen = 0 if curated is None or curated.height == 0 else int(curated["seq"].max())
+            requests.append(dg.RunRequest(partition_key=agent, run_key=f"volume-{agent}-after-{seen}",
+                                          tags={"slm_pipeline/trigger": f"volume: {new} new calls"}))
+    return dg.SensorResult(run_requests=requests)
+
+
+@dg.sensor(
+    job=retrain_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each new clustering of an agent: adds the task-cluster partitions it lacks and retrains the "
+    "clusters that are due (never trained, new data past the threshold, live fallback or disagreement risen).",
+)
+def retrain_clusters(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+    after = int(context.cursor) if context.cursor else 0
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("task_clusters"), after_storage_id=after), limit=100,
+        ascending=True).records
+    the_lake, known = lake.open(), set(context.instance.get_dynamic_partitions(task_cluster_partitions.name))
+    requests, new_keys = [], []
+    for record in records:
+        agent = record.partition_key
+        if not agent:
+            continue
+        for decision in retraining_decisions(the_lake, agent):
+            key = task_cluster_key(agent, decision.cluster_id)
+            if key not in known:
+                new_keys.append(key)
+                known.add(key)
+            if decision.due:
+                context.log.info(f"{key}: retrain ({decision.reason})")
+                requests.append(dg.RunRequest(partition_key=key, run_key=f"retrain-{key}-{record.storage_id}",
+                                              tags={"slm_pipeline/trigger": decision.reason[:200]}))
+    cursor = str(records[-1].storage_id) if records else context.cursor
+    return dg.SensorResult(
+        run_requests=requests, cursor=cursor,
+        dynamic_partitions_requests=[task_cluster_partitions.build_add_request(new_keys)] if new_keys else [])
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[retrain_job],
+    request_job=publish_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a cluster's champion changed: publish the routing table and the conversion report.",
+)
+def publish_after_promotion(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"publish-after-{context.dagster_run.run_id}")

@@ -64,6 +64,7 @@ def _png_md(path: Path, title: str) -> Optional[dg.MetadataValue]:
     deps=[slm_candidates],
     group_name="s5_finetune",
     kinds={"pytorch", "mlflow", "deepspeed"},
+    pool="gpu",  # training jobs queue for the accelerators (limit: dagster.yaml `concurrency.pools`)
     description=(
         "Each selected candidate fine-tuned on the cluster's dataset (LoRA by default; QLoRA on CUDA; full), "
         "with packing and loss on answer tokens only, in its own process (DeepSpeed for several GPUs). Every "
@@ -105,7 +106,7 @@ def finetuned_slm(context: dg.AssetExecutionContext, config: FineTuneRunConfig, 
         context.log.info(f"{base_model}: {outcome.status} ({outcome.message})")
         outcomes.append(outcome)
 
-    record = record_finetuned(the_lake, agent_id, cluster_id, outcomes)
+    record = record_finetuned(the_lake, agent_id, cluster_id, outcomes, trained_on_calls=meta.get("calls"))
     failed = [o for o in outcomes if not o.ok]
     if failed and not record["models"]:
         first = failed[0]

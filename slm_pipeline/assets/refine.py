@@ -70,6 +70,7 @@ class EvaluationRunConfig(dg.Config):
     deps=[finetuned_slm],
     group_name="s6_refine",
     kinds={"pytorch", "mlflow"},
+    pool="gpu",  # it runs the models, like training
     description=(
         "The zero-shot base, each fine-tuned candidate and the current champion answering the cluster's held-out "
         "test calls one by one: agreement with the teacher (function name, name and arguments, schema validity; "

@@ -135,10 +135,14 @@ def finish_finetune(job: FineTuneJob, exit_code: int, settings: Settings) -> Fin
     return outcome
 
 
-def record_finetuned(lake: Lake, agent_id: str, cluster_id: str, outcomes: list[FineTuneOutcome]) -> dict[str, Any]:
-    """Write the cluster's fine-tuned models (best first by test exact accuracy) for S6 to evaluate and serve."""
+def record_finetuned(lake: Lake, agent_id: str, cluster_id: str, outcomes: list[FineTuneOutcome],
+                     trained_on_calls: int | None = None) -> dict[str, Any]:
+    """Write the cluster's fine-tuned models (best first by test exact accuracy) for S6 to evaluate and serve.
+
+    `trained_on_calls`: the cluster's curated calls when its dataset was built (retraining compares).
+    """
     finished = sorted((o for o in outcomes if o.ok), key=lambda o: -(o.report.get("test_exact_acc") or 0.0))
-    record = {"agent_id": agent_id, "cluster_id": cluster_id, "models": [{
+    record = {"agent_id": agent_id, "cluster_id": cluster_id, "trained_on_calls": trained_on_calls, "models": [{
         "base_model": o.job.base_model, "output_dir": str(o.job.output_dir), "adapter": o.report.get("adapter"),
         "mlflow_run_id": o.job.run_id, "registered_model": o.report.get("registered_model"),
         "model_version": o.report.get("model_version"),
