@@ -258,6 +258,35 @@ def export_clusters(
 
 
 @app.command()
+def report(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (lists `agents` and `clusters`).")]
+    = False,
+    agent: Annotated[Optional[str], typer.Option(help="Only this agent (default: every agent).")] = None,
+) -> None:
+    """The conversion report: per agent, the share of calls routable to SLMs and the savings; per task
+    cluster, its status (promoted, training, on the LLM and why), metrics and MLflow runs.
+
+    Read from the lake and MLflow as they are now (materialise the pipeline first: `slm-pipeline run`).
+    """
+    from slm_pipeline.core.lake import Lake
+    from slm_pipeline.core.refine.report import build_report, report_markdown
+
+    settings = Settings()
+    store = _store(settings)
+    agents = [agent] if agent else store.agents()
+    store.close()
+    result = build_report(Lake(settings.resolved_lake_url), settings, agents)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    from rich.markdown import Markdown
+
+    if not result["clusters"]:
+        err.print("[yellow]no task clusters yet: run `slm-pipeline run` (or `make demo`) first[/yellow]")
+    out.print(Markdown(report_markdown(result)))
+
+
+@app.command()
 def demo(
     calls: Annotated[int, typer.Option(min=1, help="Records of demo traffic to generate.")] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of the demo traffic.")] = 0,
@@ -347,6 +376,43 @@ def gateway(
     if workers > 1:
         application.state.gateway.call_log.store.close()
     serve(application if workers == 1 else None, host, port, workers=workers, access_log=access_log)
+
+
+@app.command("serve")
+def serve_slms(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    base_model: Annotated[Optional[str], typer.Option(
+        help="Catalogue name of the base SLM (default: SLM_PIPELINE_SERVING_BASE_MODEL, else the base model of "
+             "the routing table's SLM routes, else smollm2-135m-instruct).")] = None,
+) -> None:
+    """Serve the fine-tuned SLMs, OpenAI-compatible, on http://HOST:PORT/v1: the base model and every promoted
+    LoRA adapter, each by its serving model name (slm-<agent>-<cluster>), and the challengers the routing
+    table names for the gateway's shadow (slm-<agent>-<cluster>-v<version>). GET /v1/models lists them.
+
+    The gateway sends a call here when the routing table routes its task cluster to an SLM: it asks for the
+    route's serving model with the agent's own request, and this server renders the adapter's task prompt,
+    generates greedily and parses tool calls out of the text. An answer that cannot be read as the tool call
+    it tried to be comes back as text with a top-level `slm_parse_error`, and the gateway falls back to the
+    LLM. Set SLM_PIPELINE_SERVING_URL=http://HOST:PORT/v1 when materialising routing_table so that the table
+    (and the gateway) knows where this server is. The routing table is re-read every
+    SLM_PIPELINE_SERVING_RELOAD_INTERVAL_S (5 s): new champions load and removed ones unload without a
+    restart. Health: GET /healthz. For GPUs, serve the same adapters with vLLM (infra/vllm/README.md).
+    """
+    from slm_pipeline.serving.config import ServingConfig
+    from slm_pipeline.serving.server import ServingSetupError, build_app, serve
+
+    config = ServingConfig(**({"base_model": base_model} if base_model else {}))
+    try:
+        application = build_app(config)
+    except ServingSetupError as exc:
+        err.print(f"[red]cannot start the SLM server:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    server = application.state.server
+    skipped = len(server.adapters.skipped)
+    err.print(f"SLM server on http://{host}:{port}/v1: {', '.join(server.models())}"
+              + (f" ({skipped} route(s) skipped, see /healthz)" if skipped else ""))
+    serve(application, host, port)
 
 
 keys_app = typer.Typer(help="API keys of the gateway: one or more per agent, stored hashed.", no_args_is_help=True)

@@ -21,7 +21,7 @@ from slm_pipeline.core.store import LogStore
 
 runner = CliRunner()
 COMMANDS = ["import", "demo-traffic", "run", "demo", "ui", "export-clusters", "new-encryption-key", "gateway", "keys",
-            "db-roles"]
+            "db-roles", "serve"]
 
 
 def invoke(*args: str) -> "CliRunner.invoke":

@@ -80,3 +80,15 @@ def test_curate_agent_writes_tables_quarantine_and_reuses_its_cache(demo_lake, t
     second = curate_agent(demo_lake, "data-analyst", config, b"salt", tmp_path / "q", cache)
     assert second.analysis["analysed"] == 0 and second.analysis["cached"] == second.analysis["distinct"]
     assert second.result.curated.equals(first.result.curated)  # deterministic, cache or not
+
+
+def test_calls_the_slm_answered_are_not_distilled_again(demo_lake, pii_analyzer):
+    raw = demo_lake.read(RAW_TABLE, "data-analyst").head(40)
+    routed = raw.filter(~pl.col("human_facing").fill_null(False))["call_id"].head(5).to_list()
+    tags = [orjson.dumps({"route": "slm", "cluster_id": "c001"}).decode() if c in routed
+            else orjson.dumps({"route": "fallback"}).decode() for c in raw["call_id"]]
+    result = curate_calls(raw.with_columns(pl.Series("tags", tags)), pii_analyzer, b"salt")
+    assert result.reconciles
+    slm = result.dropped.filter(pl.col("reason") == "answered_by_slm")
+    assert sorted(slm["call_id"]) == sorted(routed) and set(slm["stage"]) == {"filter"}
+    assert not set(routed) & set(result.curated["call_id"])  # a fallback's LLM answer may still be curated

@@ -1,13 +1,14 @@
-"""The core and the gateway stay Dagster-free, so that they run on their own."""
+"""The core, the gateway and the SLM server stay Dagster-free, so that they run on their own."""
 
 import ast
 from pathlib import Path
 
 import slm_pipeline.core
 import slm_pipeline.gateway
+import slm_pipeline.serving
 
 CORE = Path(slm_pipeline.core.__file__).parent
-PACKAGES = (CORE, Path(slm_pipeline.gateway.__file__).parent)
+PACKAGES = (CORE, Path(slm_pipeline.gateway.__file__).parent, Path(slm_pipeline.serving.__file__).parent)
 
 
 def test_core_modules_do_not_import_dagster():

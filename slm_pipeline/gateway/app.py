@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
+import orjson
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
@@ -37,13 +38,15 @@ from slm_pipeline.gateway.auth import KeyCache
 from slm_pipeline.gateway.calllog import CallLog, FinishedCall, response_json
 from slm_pipeline.gateway.config import GatewayConfig
 from slm_pipeline.gateway.errors import GatewayError, bad_request
-from slm_pipeline.gateway.sse import StreamAssembler
+from slm_pipeline.gateway.routing import Router, agrees, slm_request, validate_answer
+from slm_pipeline.gateway.sse import StreamAssembler, completion_events
 
 log = logging.getLogger(__name__)
 
 HUMAN_FACING_HEADER = "x-slm-human-facing"
 WORKLOAD_HEADER = "x-slm-workload-id"
 CALL_ID_HEADER = "x-slm-call-id"
+ROUTE_HEADER = "x-slm-route"
 _TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
 _REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
@@ -77,12 +80,16 @@ def _forwarded(request: Request, call_id: str) -> dict[str, str]:
 class Gateway:
     """The request handling, apart from FastAPI's wiring."""
 
-    def __init__(self, config: GatewayConfig, keys: KeyCache, call_log: CallLog) -> None:
-        self.config, self.keys, self.call_log = config, keys, call_log
+    def __init__(self, config: GatewayConfig, keys: KeyCache, call_log: CallLog, router: Router | None = None
+                 ) -> None:
+        self.config, self.keys, self.call_log, self.router = config, keys, call_log, router
         self.received = 0
         self.rejected: Counter[str] = Counter()
+        self.routes: Counter[str] = Counter()
         self.logged = 0
         self.client: aiohttp.ClientSession | None = None
+        self.slm_client: aiohttp.ClientSession | None = None
+        self._shadows: set[asyncio.Task[None]] = set()
         self._id_prefix, self._ids = secrets.token_hex(6), itertools.count()  # call ids: unique, and cheap
 
     def open(self) -> None:
@@ -93,10 +100,18 @@ class Gateway:
             base_url=self.config.upstream_url.rstrip("/") + "/", headers=self.config.upstream_headers(),
             connector=aiohttp.TCPConnector(limit=self.config.upstream_max_connections, ttl_dns_cache=300),
             timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        if self.router is not None:
+            self.slm_client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.slm_timeout_s, sock_connect=5),
+                headers={"content-type": "application/json"}, skip_auto_headers=("User-Agent",))
 
     async def aclose(self) -> None:
+        if self._shadows:
+            await asyncio.wait(self._shadows, timeout=self.config.slm_timeout_s)
         if self.client is not None:
             await self.client.close()
+        if self.slm_client is not None:
+            await self.slm_client.close()
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -172,6 +187,22 @@ class Gateway:
                             timestamp=timestamp, latency_ms=0.0, human_facing=human_facing, workload_id=workload,
                             model=chat.model, tags={"route": "llm", "stream": stream}, request=body, response={})
         headers = {CALL_ID_HEADER: call.call_id}
+        decision = None
+        if self.router is not None and self.router.routes_agent(key.agent_id):
+            if human_facing:
+                call.tags["route_reason"] = "human-facing calls stay on the LLM"
+            else:
+                request_json = orjson.loads(body)
+                decision = await asyncio.to_thread(self.router.decide, key.agent_id, request_json)
+                call.tags.update(decision.tags(self.router.version))
+                if decision.route == "slm" and decision.entry is not None:
+                    answered = await self._ask_slm(decision.entry.serving_model or "", request_json,
+                                                   decision.entry.answer_kind, call)
+                    if answered is not None:
+                        return self._slm_reply(call, started, answered, stream)
+        if call.tags["route"] == "shadow" and stream:
+            call.tags.update(route="llm", route_reason="streamed calls are not shadowed")
+        self.routes[call.tags["route"]] += 1
         assert self.client is not None
         call.upstream_started = time.perf_counter()
         try:
@@ -196,8 +227,76 @@ class Gateway:
             call.response = {"error": {"message": f"the upstream answered HTTP {upstream.status}",
                                        "type": "upstream_error", "code": upstream.status},
                              "upstream_body": content[:4096].decode("utf-8", "replace")}
-        self._log(call, started)
+        if call.tags["route"] == "shadow" and upstream.status == 200 and decision and decision.entry:
+            self._shadow(call, started, request_json, content, decision.entry.shadow_model or "")
+        else:
+            if call.tags["route"] == "shadow":
+                call.tags.update(route="llm", route_reason=f"the LLM answered HTTP {upstream.status}: not shadowed")
+            self._log(call, started)
         return Response(content, upstream.status, headers=headers, media_type=media_type)
+
+    # --- S6: the SLM route -------------------------------------------------------------------
+
+    def _serving_url(self) -> str | None:
+        url = self.config.serving_url or (self.router.table.serving_url if self.router and self.router.table
+                                          else None)
+        return url.rstrip("/") if url else None
+
+    async def _ask_slm(self, model: str, request: dict[str, Any], answer_kind: str | None,
+                       call: FinishedCall) -> bytes | None:
+        """The SLM's chat completion when it passes validation; else None, with the reason in the call's tags."""
+        url, asked = self._serving_url(), time.perf_counter()
+        reason, content = None, b""
+        if url is None:
+            reason = "no SLM server configured (SLM_PIPELINE_GATEWAY_SERVING_URL or the table's serving_url)"
+        else:
+            assert self.slm_client is not None
+            try:
+                async with self.slm_client.post(f"{url}/chat/completions", data=slm_request(request, model)) as answer:
+                    content, status = await answer.read(), answer.status
+                if status != 200:
+                    reason = f"the SLM server answered HTTP {status}"
+                else:
+                    completion = response_json(content)
+                    reason = "the SLM server's answer is not JSON" if completion is None else \
+                        validate_answer(request, completion, answer_kind)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                reason = f"the SLM server did not answer: {exc.__class__.__name__}: {exc}"[:300]
+        call.tags.update(slm_model=model, slm_ms=round((time.perf_counter() - asked) * 1000, 3))
+        if reason is not None:
+            call.tags.update(route="fallback", fallback_reason=reason)
+            return None
+        return content
+
+    def _slm_reply(self, call: FinishedCall, started: float, content: bytes, stream: bool) -> Response:
+        call.response = content
+        self.routes["slm"] += 1
+        self._log(call, started)
+        headers = {CALL_ID_HEADER: call.call_id, ROUTE_HEADER: "slm"}
+        if stream:
+            events = completion_events(orjson.loads(content))
+            return StreamingResponse(iter([events]), media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", **headers})
+        return Response(content, 200, headers=headers, media_type="application/json")
+
+    def _shadow(self, call: FinishedCall, started: float, request: dict[str, Any], llm_answer: bytes,
+                model: str) -> None:
+        """Ask the challenger after the LLM's answer went out; log the call with whether they agree."""
+        call.response = llm_answer
+        finished = time.perf_counter()
+
+        async def compare() -> None:
+            try:
+                slm_answer = await self._ask_slm(model, request, None, call)
+                llm, slm = response_json(llm_answer), response_json(slm_answer) if slm_answer else None
+                call.tags["shadow_agrees"] = bool(llm and slm and agrees(llm, slm))
+            finally:
+                call.tags["route"] = "shadow"
+                self._log(call, started, finished)
+
+        task = asyncio.create_task(compare())
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
 
     async def _relay(self, upstream: aiohttp.ClientResponse, call: FinishedCall,
                      started: float) -> AsyncIterator[bytes]:
@@ -238,8 +337,8 @@ class Gateway:
         self._log(call, started)
         return error.response(headers)
 
-    def _log(self, call: FinishedCall, started: float) -> None:
-        now = time.perf_counter()
+    def _log(self, call: FinishedCall, started: float, finished: float | None = None) -> None:
+        now = finished or time.perf_counter()
         call.latency_ms = round((now - started) * 1000, 3)
         # the upstream's share of it: the rest is what the gateway added
         call.tags["upstream_ms"] = round((now - (call.upstream_started or now)) * 1000, 3)
@@ -271,6 +370,9 @@ class Gateway:
             "# HELP slm_gateway_calls_logged_total Calls handed to the call log (received = rejected + logged).",
             "# TYPE slm_gateway_calls_logged_total counter",
             f"slm_gateway_calls_logged_total {self.logged}",
+            "# HELP slm_gateway_calls_routed_total Calls by route (llm, slm, fallback, shadow).",
+            "# TYPE slm_gateway_calls_routed_total counter",
+            *(f'slm_gateway_calls_routed_total{{route="{r}"}} {n}' for r, n in sorted(self.routes.items())),
         ]
         for name in ("inserted", "duplicate", "spooled", "replayed", "overflow", "rejected"):
             lines += [f"# TYPE slm_gateway_calllog_{name}_total counter",
@@ -296,14 +398,25 @@ class ChatCompletionsFastPath:
             await self.app(scope, receive, send)
 
 
-def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog) -> FastAPI:
-    """The FastAPI app; it starts and stops the upstream client, the key refresher and the call log."""
-    gateway = Gateway(config, keys, call_log)
+def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router: Router | None = None) -> FastAPI:
+    """The FastAPI app; it starts and stops the upstream client, the key refresher, the call log and
+    (with a router) the routing table's refresher."""
+    gateway = Gateway(config, keys, call_log, router)
+
+    async def refresh_routes() -> None:
+        assert router is not None
+        while True:
+            try:
+                await asyncio.to_thread(router.reload)
+            except Exception:  # a broken table must not stop the gateway: it keeps the last good one
+                log.exception("could not read the routing table; keeping version %s", router.version)
+            await asyncio.sleep(router.refresh_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await keys.reload()
         refresher = asyncio.create_task(keys.run())
+        routes = asyncio.create_task(refresh_routes()) if router is not None else None
         call_log.start()
         gateway.open()
         # Long-lived objects (modules, the app) leave the garbage collector's view: its full
@@ -314,6 +427,8 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog) -> Fast
             yield
         finally:
             refresher.cancel()
+            if routes is not None:
+                routes.cancel()
             await gateway.aclose()
             await asyncio.to_thread(call_log.close)
 
@@ -339,7 +454,8 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog) -> Fast
     async def healthz() -> dict[str, Any]:
         stats = call_log.stats
         return {"status": "ok", "store": "up" if stats.store_up else "down", "queued": call_log.queued,
-                "spooled": stats.spooled, "replayed": stats.replayed, "last_store_error": stats.last_error}
+                "spooled": stats.spooled, "replayed": stats.replayed, "last_store_error": stats.last_error,
+                "routing_table_version": router.version if router is not None else None}
 
     @app.get("/metrics")
     async def metrics() -> Response:

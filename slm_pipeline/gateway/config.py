@@ -41,6 +41,14 @@ class GatewayConfig(BaseSettings):
     key_refresh_s: float = Field(
         default=2.0, gt=0, description="API keys are reloaded this often: a revoked key is refused within it."
     )
+    routing: bool = Field(
+        default=True, description="S6: send calls of promoted task clusters to the SLM server, as the routing "
+        "table says (no table yet: every call goes to the upstream).")
+    serving_url: str | None = Field(
+        default=None, description="Base URL of the SLM server (`slm-pipeline serve`), with its /v1. Unset: the "
+        "routing table's serving_url.")
+    slm_timeout_s: float = Field(default=30.0, gt=0, description="SLM answer deadline; then the LLM answers.")
+    routing_refresh_s: float = Field(default=10.0, gt=0, description="How often the routing table is re-read.")
     spool_dir: Path | None = Field(
         default=None, description="Where calls wait while the store is down (sealed). Unset: `home`/gateway/spool."
     )

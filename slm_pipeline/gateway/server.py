@@ -34,7 +34,13 @@ def build_app(config: GatewayConfig, key_ring: KeyRing | None = None) -> FastAPI
     call_log = CallLog(store, key_ring, Spool(config.resolved_spool_dir()), queue_size=config.queue_size,
                        batch_size=config.batch_size, flush_interval_s=config.flush_interval_s,
                        retry_interval_s=config.retry_interval_s)
-    return create_app(config, KeyCache(store, config.key_refresh_s), call_log)
+    router = None
+    if config.routing:
+        from slm_pipeline.core.settings import Settings
+        from slm_pipeline.gateway.routing import Router
+
+        router = Router(Settings().resolved_lake_url, refresh_s=config.routing_refresh_s)
+    return create_app(config, KeyCache(store, config.key_refresh_s), call_log, router)
 
 
 def app_from_environment() -> FastAPI:

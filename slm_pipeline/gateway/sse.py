@@ -134,3 +134,21 @@ class StreamAssembler:
         if state["logprobs"] is not None:
             choice["logprobs"] = state["logprobs"]
         return choice
+
+
+def completion_events(completion: dict[str, Any]) -> bytes:
+    """A finished chat completion as the event stream OpenAI would have sent for it (the SLM's
+    answers are validated whole before the agent sees them, then streamed in one go)."""
+    import json
+
+    choice = (completion.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    base = {"id": completion.get("id", "chatcmpl-slm"), "object": "chat.completion.chunk",
+            "created": completion.get("created", 0), "model": completion.get("model", "")}
+    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    chunks = [{**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+              {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}],
+               **({"usage": completion["usage"]} if completion.get("usage") else {})}]
+    return b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"

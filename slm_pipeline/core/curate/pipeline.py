@@ -5,7 +5,7 @@ then exact duplicates (normalised content hash), then near duplicates (MinHash o
 plus the answer), and only the survivors are scrubbed. A call whose texts cannot be analysed is
 quarantined. Every raw call ends up in exactly one place:
 
-    raw = curated + dropped (one reason each: human_facing, failed_*, *_duplicate, or a quarantine reason)
+    raw = curated + dropped (one reason each: human_facing, answered_by_slm, failed_*, *_duplicate, or a quarantine reason)
 """
 
 from __future__ import annotations
@@ -97,6 +97,17 @@ def answer_kind(response: dict[str, Any]) -> str:
     return "text"
 
 
+def _answered_by_slm(tags: str | None) -> bool:
+    """The gateway routed the call to a fine-tuned SLM, which answered (S6; tag `route: slm`)."""
+    if not tags or '"slm"' not in tags:
+        return False
+    try:
+        value = orjson.loads(tags)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and value.get("route") == "slm"
+
+
 def curate_calls(
     raw: pl.DataFrame,
     analyzer: SegmentAnalyzer,
@@ -124,6 +135,9 @@ def curate_calls(
             continue
         if config.drop_human_facing and row["human_facing"]:
             drop(row, "filter", "human_facing")
+            continue
+        if _answered_by_slm(row.get("tags")):
+            drop(row, "filter", "answered_by_slm")  # the teacher did not answer it: not distillation material
             continue
         failure = failure_reason(response)
         if failure:

@@ -41,6 +41,11 @@ class Route:
     task_prompt: str | None = None  # rendered in front of the call, as in training
     main_metric: str | None = None
     agreement: float | None = None
+    answer_kind: str | None = None  # tool_call | json | text: what the gateway validates the SLM's answer as
+    # A challenger the gateway asks in the shadow (the LLM answers; agreement is logged): the latest
+    # evaluated candidate that is not the champion, served under its own name.
+    shadow_model: str | None = None
+    shadow_version: str | None = None
 
 
 @dataclass
@@ -71,9 +76,9 @@ class RoutingTable:
                    raw["version"], raw["created_at"], raw["fingerprint"])
 
 
-def serving_model_name(agent_id: str, cluster_id: str) -> str:
-    """The name a client asks the SLM server for to get this cluster's adapter."""
-    return f"slm-{agent_id}-{cluster_id}"
+def serving_model_name(agent_id: str, cluster_id: str, version: str | None = None) -> str:
+    """The name a client asks the SLM server for: the cluster's champion, or (with `version`) a challenger."""
+    return f"slm-{agent_id}-{cluster_id}" + (f"-v{version}" if version else "")
 
 
 def _fingerprint(content: dict[str, Any]) -> str:
@@ -103,8 +108,8 @@ def publish_routing_table(lake: Lake, table: RoutingTable) -> tuple[RoutingTable
 
 
 def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
-                        thresholds: RoutingThresholds = RoutingThresholds(), serving_url: str | None = None
-                        ) -> RoutingTable:
+                        thresholds: RoutingThresholds = RoutingThresholds(), serving_url: str | None = None,
+                        shadow_challengers: bool = True) -> RoutingTable:
     """A route for every current task cluster of `agent_ids`: its champion, or the LLM with the reason."""
     from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE
     from slm_pipeline.core.finetune import registered_model_name
@@ -120,6 +125,12 @@ def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
             meta = json.loads(raw_meta) if raw_meta else None
             evaluation = load_evaluation(lake, agent_id, cluster_id)
             champion = registry.get_alias(registered_model_name(agent_id, cluster_id), settings=settings)
+            best = (evaluation or {}).get("best") or {}
+            challenger = best.get("version") if best.get("version") and (
+                champion is None or best.get("version") != champion.version) else None
+            shadow = {"shadow_model": serving_model_name(agent_id, cluster_id, challenger),
+                      "shadow_version": challenger} if challenger and shadow_challengers else {}
+            kind = (evaluation or {}).get("answer_kind")
             if champion is not None and meta is not None:
                 evaluated = next((m for m in (evaluation or {}).get("models", [])
                                   if m and m.get("version") == champion.version), None)
@@ -128,7 +139,7 @@ def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
                     agent_id, cluster_id, label, "slm", f"champion {champion.registered_model} v{champion.version}",
                     champion.registered_model, champion.version, champion.base_model,
                     serving_model_name(agent_id, cluster_id), meta.get("task_prompt"), main,
-                    (evaluated or {}).get("metrics", {}).get("agreement")))
+                    (evaluated or {}).get("metrics", {}).get("agreement"), kind, **shadow))
                 continue
             if meta is None:
                 reason = "no task dataset yet (materialise task_datasets for this cluster)"
@@ -138,5 +149,8 @@ def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
                 reason = "no evaluation yet (materialise finetuned_slm and slm_evaluation)"
             else:
                 reason = "not promoted: " + (evaluation.get("decision") or "no decision")
-            routes.append(Route(agent_id, cluster_id, label, "llm", reason))
+            routes.append(Route(agent_id, cluster_id, label, "llm", reason, registered_model_name(agent_id, cluster_id)
+                                if shadow else None, base_model=best.get("base_model") if shadow else None,
+                                task_prompt=meta.get("task_prompt") if meta and shadow else None, answer_kind=kind,
+                                **shadow))
     return RoutingTable(routes, thresholds, serving_url)

@@ -1,0 +1,86 @@
+"""S6 in the gateway: what makes an SLM answer usable, and how it is streamed back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slm_pipeline.core.refine.routing import Route, RoutingTable, publish_routing_table
+from slm_pipeline.core.lake import Lake
+from slm_pipeline.gateway.routing import Router, agrees, slm_request, validate_answer
+from slm_pipeline.gateway.sse import StreamAssembler, completion_events
+
+TOOLS = [{"type": "function", "function": {"name": "lookup_order", "parameters": {
+    "type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]
+REQUEST = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Where is order A1?"}], "tools": TOOLS}
+
+
+def completion(arguments: str = '{"order_id": "A1"}', name: str = "lookup_order", **extra) -> dict:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "slm-a-c001",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_0", "type": "function", "function": {"name": name, "arguments": arguments}}]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}, **extra}
+
+
+def test_a_valid_tool_call_passes():
+    assert validate_answer(REQUEST, completion(), "tool_call") is None
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (completion(name="cancel_order"), "invalid tool call: cancel_order is not one of the request's tools"),
+    (completion('{"order": "A1"}'), "invalid tool call: lookup_order.arguments: 'order_id' is a required property"),
+    (completion('{"order_id": 7}'), "invalid tool call: lookup_order.order_id: 7 is not of type 'string'"),
+    (completion('{"order_id": "A1"'), "tool call 'lookup_order' has arguments that are not JSON"),
+    (completion(slm_parse_error="tool call 1 is not JSON"), "unparseable answer: tool call 1 is not JSON"),
+    ({"choices": [{"message": {"role": "assistant", "content": "It shipped."}, "finish_reason": "stop"}]},
+     "no tool call in the answer of a tool-calling task"),
+    ({"choices": [{"message": {"role": "assistant", "content": "<tool_c"}, "finish_reason": "length"}]},
+     "the answer was cut at max_tokens"),
+    ({"object": "chat.completion"}, "no choices in the answer"),
+])
+def test_every_unusable_answer_is_named(answer, reason):
+    assert validate_answer(REQUEST, answer, "tool_call") == reason
+
+
+def test_json_tasks_need_an_object():
+    text = {"choices": [{"message": {"role": "assistant", "content": "name: Ada"}, "finish_reason": "stop"}]}
+    obj = {"choices": [{"message": {"role": "assistant", "content": '{"name": "Ada"}'}, "finish_reason": "stop"}]}
+    assert validate_answer(REQUEST, text, "json") == "the answer is not a JSON object"
+    assert validate_answer(REQUEST, obj, "json") is None
+
+
+def test_shadow_agreement_compares_parsed_answers():
+    assert agrees(completion('{"order_id": "A1"}'), completion('{ "order_id" : "A1" }'))
+    assert not agrees(completion('{"order_id": "A1"}'), completion('{"order_id": "A2"}'))
+
+
+def test_the_slm_is_asked_without_streaming_and_with_the_agents_tools():
+    body = json.loads(slm_request({**REQUEST, "stream": True, "temperature": 0.3, "max_tokens": 50}, "slm-a-c001"))
+    assert body == {"model": "slm-a-c001", "messages": REQUEST["messages"], "stream": False, "tools": TOOLS,
+                    "max_tokens": 50}
+
+
+def test_a_validated_answer_streams_back_as_openai_events_that_reassemble():
+    events = completion_events(completion())
+    assert events.endswith(b"data: [DONE]\n\n")
+    assembler = StreamAssembler()
+    assembler.feed(events)
+    assembler.close()
+    message = assembler.result()["choices"][0]["message"]
+    assert message["tool_calls"][0]["function"] == {"name": "lookup_order", "arguments": '{"order_id": "A1"}'}
+    assert assembler.result()["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_the_router_routes_nothing_without_a_table_and_reloads_when_it_changes(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    router = Router(str(tmp_path / "lake"))
+    assert router.reload() is False and not router.routes_agent("a")
+    assert router.decide("a", REQUEST).reason == "no promoted task for this agent"
+    publish_routing_table(lake, RoutingTable([Route("a", "c001", "lookup", "slm", "champion", "slm-a-c001", "1")]))
+    assert router.reload() is True and router.version == 1 and router.routes_agent("a")
+    assert router.reload() is False
+    # No clustering artifact for the agent: the call stays on the LLM, saying why.
+    decision = router.decide("a", REQUEST)
+    assert decision.route == "llm" and "no cluster assigner" in decision.reason
