@@ -6,11 +6,13 @@ import json
 
 import dagster as dg
 import mlflow
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from slm_pipeline.cli import app
 
+from slm_pipeline.core.collect import RAW_SCHEMA, RAW_TABLE
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.refine import registry
 from slm_pipeline.core.refine.evaluation import EXPERIMENT, load_evaluation
@@ -41,10 +43,10 @@ def _routing(instance) -> dg.ExecuteInProcessResult:  # noqa: ANN001
                                   raise_on_error=False)
 
 
-def test_default_rule_blocks_an_undertrained_model_and_says_why(clustered_home):  # noqa: F811
+def test_default_rule_blocks_an_undertrained_model_and_says_why(clustered_home, fake_upstream: str):  # noqa: F811
     instance, key = clustered_home
     agent, cluster = key.split(":")
-    result = _run(instance, key, {**TRAIN, "slm_evaluation": {"max_test_calls": 4}})
+    result = _run(instance, key, {**TRAIN, "slm_evaluation": {"max_test_calls": 4, "judge_url": fake_upstream}})
     evaluation = _meta(result, "slm_evaluation")
     assert evaluation["status"] == "not_promotable"
     assert "| base | tiny-llama (zero-shot) |" in evaluation["models"] and "| candidate |" in evaluation["models"]
@@ -64,6 +66,8 @@ def test_default_rule_blocks_an_undertrained_model_and_says_why(clustered_home):
     runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
     assert {r.data.tags["role"] for r in runs} == {"base", "candidate"}
     assert all(r.data.metrics["examples"] == 4 for r in runs)
+    # The configured LLM judge (the fake upstream compares the answers) judged every call of every model.
+    assert all(r.data.metrics["judge_errors"] == 0 and "judge_agreement" in r.data.metrics for r in runs)
 
     routed = _routing(instance)
     assert routed.success
@@ -118,6 +122,13 @@ def test_promotion_moves_the_champion_alias_and_the_routing_table_follows(cluste
     # Retrained (another fingerprint: more steps) and evaluated against the champion, whose adapter comes back
     # from the MLflow artifact store. Two steps teach a 4M-parameter model nothing: both agree on no call, and a
     # tie keeps the champion.
+    # Meanwhile the gateway routed 10 calls to the champion and fell back on 4 (as S1 copies them to the lake).
+    routed = [{"route": "slm" if i < 6 else "fallback", "cluster_id": cluster} for i in range(10)]
+    lake.append(RAW_TABLE, agent, pl.DataFrame(
+        {"seq": [10**9 + i for i in range(10)], "call_id": [f"gw-{i}" for i in range(10)],
+         "agent_id": [agent] * 10, "tags": [json.dumps(t) for t in routed]}, schema_overrides=RAW_SCHEMA
+    ).select([pl.col(c).cast(t) if c in ("seq", "call_id", "agent_id", "tags") else pl.lit(None, t).alias(c)
+              for c, t in RAW_SCHEMA.items()]), 10**9, 10**9 + 9)
     retrain = {**TRAIN, "finetuned_slm": {**TRAIN["finetuned_slm"], "max_steps": 3}}
     second = _run(instance, key, {**retrain, "slm_evaluation": LENIENT})
     assert not second.success
@@ -125,3 +136,9 @@ def test_promotion_moves_the_champion_alias_and_the_routing_table_follows(cluste
     assert f"| champion | {name} v1 |" in evaluation["models"] and f"| candidate | {name} v2 |" in evaluation["models"]
     assert f"does not beat the champion {name} v1 (0.000 <= 0.000)" in evaluation["decision"]
     assert registry.get_alias(name).version == "1"
+    # The live rates flow into the evaluation: its metadata, evaluation.json and the champion's MLflow run.
+    assert evaluation["live"] == {"routed_calls": 10.0, "fallback_rate": 0.4, "shadowed_calls": 0.0,
+                                  "disagreement_rate": None}
+    champion_run = mlflow.MlflowClient(Settings().resolved_mlflow_uri).get_run(
+        evaluation["mlflow_run_ids"][f"{name} v1"])
+    assert champion_run.data.metrics["live_fallback_rate"] == 0.4

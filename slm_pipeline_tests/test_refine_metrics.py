@@ -68,3 +68,21 @@ def test_summary_names_the_issue_metrics_and_measures_speed():
     assert metrics["latency_ms_p50"] == 250.0 and metrics["tokens_per_s"] == pytest.approx(80 / 1.0)
     text = summarise([score_call("t", "a b", "a b c", "text", {})], "text")
     assert set(text) >= {"exact_match", "token_f1", "embedding_similarity"}
+
+
+def test_the_llm_judge_is_asked_through_an_openai_compatible_endpoint(fake_upstream: str):
+    from slm_pipeline.core.refine.judge import JudgeConfig, judge
+
+    config = JudgeConfig(url=fake_upstream, timeout_s=10)
+    assert judge(config, "Where is ORD-12?", TEACHER, TEACHER.replace(", ", ",  ")) is True
+    assert judge(config, "Where is ORD-12?", TEACHER, "It is on its way.") is False
+    assert judge(JudgeConfig(url="http://127.0.0.1:9/v1", timeout_s=2), "q", "a", "b") is None  # unreachable
+
+
+def test_judge_verdicts_are_summed_up_over_the_judged_calls_only():
+    from dataclasses import replace
+
+    scores = [replace(score_call(f"c{i}", "x", TEACHER, "tool_call", SCHEMAS), judged=v)
+              for i, v in enumerate([True, False, True, None])]
+    assert summarise(scores, "tool_call")["judge_agreement"] == pytest.approx(2 / 3)
+    assert "judge_agreement" not in summarise(scores[3:], "tool_call")

@@ -29,7 +29,9 @@ from slm_pipeline.core.refine.evaluation import (
     record_evaluation,
     teacher_tokens,
 )
+from slm_pipeline.core.refine.judge import JudgeConfig
 from slm_pipeline.core.refine.promotion import PromotionConfig
+from slm_pipeline.core.refine.retraining import live_stats
 from slm_pipeline.core.refine.routing import RoutingThresholds, build_routing_table, publish_routing_table
 from slm_pipeline.core.settings import Settings
 from slm_pipeline.partitions import split_task_cluster_key, task_cluster_partitions
@@ -38,7 +40,7 @@ from slm_pipeline.resources import LakeResource
 PROMOTION_RULE = "promotion_rule"
 _TABLE_COLUMNS = ("role", "model", "agreement", "function_name_accuracy", "function_name_and_args_accuracy",
                   "schema_valid_rate", "exact_match", "token_f1", "json_valid_rate", "latency_ms_p50",
-                  "tokens_per_s", "cost_per_1k_calls_usd", "teacher_cost_per_1k_calls_usd")
+                  "tokens_per_s", "cost_per_1k_calls_usd", "teacher_cost_per_1k_calls_usd", "judge_agreement")
 
 
 class EvaluationRunConfig(dg.Config):
@@ -56,13 +58,18 @@ class EvaluationRunConfig(dg.Config):
                                            description="USD per 1M answer tokens.")
     slm_machine_per_hour: float = Field(PriceTable.slm_machine_per_hour,
                                         description="USD per hour of the machine serving the SLM.")
+    judge_url: Optional[str] = Field(None, description="OpenAI-compatible base URL (with /v1) of an LLM judge; "
+                                     "its key from SLM_PIPELINE_JUDGE_API_KEY. None: no judge.")
+    judge_model: str = Field(JudgeConfig.model, description="The judge's model name.")
+    judge_max_calls: int = Field(JudgeConfig.max_calls, description="Calls judged per model evaluated.")
     log_to_mlflow: bool = True
 
     def to_core(self) -> EvaluationConfig:
         return EvaluationConfig(
             self.max_test_calls, self.text_agreement_f1,
             PriceTable(self.teacher_input_per_mtok, self.teacher_output_per_mtok, self.slm_machine_per_hour),
-            PromotionConfig(self.threshold, self.min_test_calls, self.confidence, self.min_lower_bound))
+            PromotionConfig(self.threshold, self.min_test_calls, self.confidence, self.min_lower_bound),
+            JudgeConfig(self.judge_url, self.judge_model, self.judge_max_calls))
 
 
 @dg.asset(
@@ -100,6 +107,10 @@ def slm_evaluation(context: dg.AssetExecutionContext, config: EvaluationRunConfi
 
     evaluation = evaluate_cluster(the_lake, settings, agent_id, cluster_id, models, core,
                                   teacher_tokens=teacher_tokens(the_lake, agent_id, cluster_id), progress=progress)
+    live = live_stats(the_lake, agent_id).get(cluster_id)
+    if live is not None:  # the gateway's view of the serving champion flows into this evaluation
+        evaluation.live = {"routed_calls": float(live.routed), "fallback_rate": live.fallback_rate,
+                           "shadowed_calls": float(live.shadowed), "disagreement_rate": live.disagreement_rate}
     if config.log_to_mlflow:
         log_evaluation(evaluation, settings, context.run.run_id)
     summary = record_evaluation(the_lake, evaluation)
@@ -118,6 +129,7 @@ def slm_evaluation(context: dg.AssetExecutionContext, config: EvaluationRunConfi
         "test_calls": len(best.scores) if best else 0,
         "mlflow_experiment": EXPERIMENT,
         "mlflow_run_ids": dg.MetadataValue.json(evaluation.mlflow_run_ids),
+        "live": dg.MetadataValue.json(evaluation.live) if evaluation.live else None,
         "misses": dg.MetadataValue.json([{"call_id": s.call_id, "why": s.error}
                                          for s in (best.scores if best else []) if not s.agreement][:10]),
     }

@@ -5,7 +5,8 @@ request's first tool, else with a short text; with `"stream": true` it sends the
 server-sent events, arguments split across chunks as OpenAI does. Test hooks, by request header:
 `x-fake-status: 503` answers that status with an OpenAI error, `x-fake-delay-ms: N` waits N ms, `x-fake-chunk-delay-ms: N` waits
 N ms between streamed events,
-`x-fake-body: garbage` answers 200 with a body that is not JSON.
+`x-fake-body: garbage` answers 200 with a body that is not JSON. Asked as the LLM judge of S6's evaluation
+(its system prompt), it says two answers are equivalent when they are equal but for whitespace.
 
     python -m slm_pipeline.gateway.fake_upstream --port 9000 [--delay-ms 50]
 
@@ -25,7 +26,23 @@ import orjson
 MODELS = orjson.dumps({"object": "list", "data": [{"id": "fake-llm", "object": "model", "owned_by": "slm_pipeline"}]})
 
 
+def _judge(request: dict[str, Any]) -> dict[str, Any] | None:
+    """Playing the LLM judge of S6's evaluation (`core/refine/judge.py`): equivalent when the two
+    answers are equal once whitespace is ignored."""
+    messages = request.get("messages") or [{}]
+    if not str(messages[0].get("content") or "").startswith("You judge whether"):
+        return None
+    try:
+        case = orjson.loads(messages[-1].get("content") or "")
+        same = "".join(str(case["reference"]).split()) == "".join(str(case["candidate"]).split())
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {"role": "assistant", "content": "I cannot read this case."}
+    return {"role": "assistant", "content": orjson.dumps({"equivalent": same, "reason": "compared"}).decode()}
+
+
 def _answer(request: dict[str, Any]) -> dict[str, Any]:
+    if (verdict := _judge(request)) is not None:
+        return verdict
     tools = request.get("tools") or []
     if tools:
         text = str((request.get("messages") or [{}])[-1].get("content") or "")[:40]

@@ -16,18 +16,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
+from slm_pipeline.core.chat import latest_user_turn
 from slm_pipeline.core.evaluate import render_prompt
 from slm_pipeline.core.finetune import FINETUNED_TABLE, registered_model_name
 from slm_pipeline.core.lake import Lake, cluster_partition
 from slm_pipeline.core.models.catalogue import availability, load_catalogue
 from slm_pipeline.core.models.loading import load_model, weights_folder
 from slm_pipeline.core.refine import registry
+from slm_pipeline.core.refine.judge import JudgeConfig, judge
 from slm_pipeline.core.refine.metrics import MAIN_METRIC, CallScore, score_call, summarise, tool_schemas
 from slm_pipeline.core.refine.promotion import Decision, PromotionConfig, Score, decide
 from slm_pipeline.core.settings import Settings
@@ -54,6 +56,7 @@ class EvaluationConfig:
     text_agreement_f1: float = 0.8  # free text agrees with the teacher at this token F1 or above
     prices: PriceTable = PriceTable()
     promotion: PromotionConfig = PromotionConfig()
+    judge: JudgeConfig = JudgeConfig()  # an optional LLM judge (no URL: none)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class ClusterEvaluation:
     best: ModelResult | None  # the best fine-tuned candidate (what promotion considers)
     champion: ModelResult | None
     mlflow_run_ids: dict[str, str] = field(default_factory=dict)  # label -> evaluation run
+    # What the gateway saw of the serving champion since it was promoted (S6 live rates, see retraining.py).
+    live: dict[str, float | None] | None = None
 
     def table(self) -> pl.DataFrame:
         rows = []
@@ -113,7 +118,7 @@ class ClusterEvaluation:
                 "main_metric": self.main_metric, "promote": self.decision.promote,
                 "decision": self.decision.summary(), "lower_bound": self.decision.lower_bound,
                 "base": entry(base), "best": entry(self.best), "champion": entry(self.champion),
-                "models": [entry(r) for r in self.results]}
+                "models": [entry(r) for r in self.results], "live": self.live}
 
 
 def models_to_evaluate(lake: Lake, settings: Settings, agent_id: str, cluster_id: str) -> list[ModelUnderTest]:
@@ -183,14 +188,23 @@ def evaluate_model(model_under_test: ModelUnderTest, examples: pl.DataFrame, sch
                          text_agreement_f1=config.text_agreement_f1, latency_ms=ms, output_tokens=tokens)
               for row, (text, ms, tokens) in zip(examples.iter_rows(named=True), answers)]
     kind = examples["answer_kind"][0]
+    judge_errors = 0
+    if config.judge.url:
+        for index, row in enumerate(examples.head(config.judge.max_calls).iter_rows(named=True)):
+            turn = latest_user_turn({"messages": json.loads(row["messages"])})
+            verdict = judge(config.judge, turn, row["completion"], answers[index][0])
+            judge_errors += verdict is None
+            scores[index] = replace(scores[index], judged=verdict)
     if kind == "text" and embedder is not None:
         import numpy as np
 
         got = embedder.encode([a[0] for a in answers])
         want = embedder.encode(examples["completion"].to_list())
         similarity = (np.asarray(got) * np.asarray(want)).sum(axis=1)
-        scores = [CallScore(**{**s.__dict__, "similarity": float(v)}) for s, v in zip(scores, similarity)]
+        scores = [replace(s, similarity=float(v)) for s, v in zip(scores, similarity)]
     metrics = summarise(scores, kind)
+    if config.judge.url:
+        metrics["judge_errors"] = float(judge_errors)
     metrics |= _cost(metrics, config.prices, teacher_tokens)
     return ModelResult(model_under_test, metrics, scores, getattr(model, "load_seconds", 0.0))
 
@@ -250,7 +264,9 @@ def log_evaluation(evaluation: ClusterEvaluation, settings: Settings, dagster_ru
                     "registered_model": m.registered_model or "", "version": m.version or "",
                     "test_calls": len(result.scores), "main_metric": evaluation.main_metric,
                     "answer_kind": evaluation.answer_kind},
-            metrics={**result.metrics, "load_seconds": result.load_seconds},
+            metrics={**result.metrics, "load_seconds": result.load_seconds,
+                     **({f"live_{k}": v for k, v in (evaluation.live or {}).items()}
+                        if result is evaluation.champion else {})},
             tags={"agent_id": evaluation.agent_id, "cluster_id": evaluation.cluster_id, "role": m.role,
                   "training_run_id": m.training_run_id or "", "dagster_run_id": dagster_run_id,
                   "decision": ("promote: " if promoted else "") + evaluation.decision.summary()[:4900]

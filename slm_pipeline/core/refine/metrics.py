@@ -9,7 +9,8 @@ Each test call is scored on its own (`score_call`), then summed up per model (`s
   JSON         json_valid_rate, exact_match      the whole object equal as parsed JSON
   free text    exact_match, token_f1, embedding_similarity (cosine of sentence embeddings)
   all          agreement (the per-call verdict promotion counts), valid_rate,
-               latency_ms_p50/p95 and tokens_per_s measured here.
+               latency_ms_p50/p95 and tokens_per_s measured here, and judge_agreement
+               when an LLM judge is configured (`judge.py`).
 
 `agreement` is what "the SLM answered as the LLM would" means for the task: name and arguments
 for tool calls, the object for JSON, token F1 >= `text_agreement_f1` for free text.
@@ -43,6 +44,7 @@ class CallScore:
     output_tokens: int | None = None
     similarity: float | None = None  # free text, when an embedder is given
     error: str | None = None  # why it did not agree
+    judged: bool | None = None  # the LLM judge's verdict, when one is configured and answered
 
 
 def tool_schemas(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -132,6 +134,9 @@ def summarise(scores: list[CallScore], answer_kind: str) -> dict[str, float | No
         metrics |= {"exact_match": _rate([s.exact_match for s in scores]),
                     "token_f1": float(np.mean([s.token_f1 for s in scores])) if n else None,
                     "embedding_similarity": float(np.mean(similarities)) if similarities else None}
+    verdicts = [s.judged for s in scores if s.judged is not None]
+    if verdicts:
+        metrics["judge_agreement"] = sum(verdicts) / len(verdicts)
     latencies = [s.latency_ms for s in scores if s.latency_ms is not None]
     tokens = [s.output_tokens for s in scores if s.output_tokens is not None]
     if latencies:
