@@ -4,6 +4,8 @@ through the gateway, answered by the SLM server as a valid tool call, and the ro
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 
 import dagster as dg
 import httpx
@@ -12,7 +14,7 @@ from slm_pipeline.core.collect import RAW_TABLE
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.refine.evaluation import load_evaluation
 from slm_pipeline.core.refine.metrics import schema_errors, tool_schemas
-from slm_pipeline.core.refine.routing import load_routing_table
+from slm_pipeline.core.refine.routing import load_routing_table, publish_routing_table, serving_model_name
 from slm_pipeline.core.settings import Settings
 from slm_pipeline.core.store import LogStore
 from slm_pipeline.core.store.keys import create_key
@@ -88,6 +90,20 @@ def test_a_promoted_cluster_is_answered_by_the_slm_through_the_gateway(clustered
             assert streamed.headers["x-slm-route"] == "slm" and streamed.text.endswith("data: [DONE]\n\n")
             ids = {"cut": cut.headers["x-slm-call-id"], "human": human.headers["x-slm-call-id"]}
 
+            # The cluster back on the LLM with its adapter as a challenger in the shadow: the LLM answers, the
+            # challenger answers after the reply went out, and whether they agree is logged.
+            challenger = serving_model_name(agent, cluster, route.version)
+            table = load_routing_table(lake)
+            table.routes = [replace(r, route="llm", reason="shadow test", shadow_model=challenger,
+                                    shadow_version=r.version) if r is table.route_for(agent, cluster) else r
+                            for r in table.routes]
+            assert publish_routing_table(lake, table)[1]
+            _wait(lambda: httpx.get(f"{gw.url}/healthz").json()["routing_table_version"] == 2
+                  and challenger in httpx.get(f"{slm_url}/healthz").json()["models"])
+            shadowed = _post(gw.url, api_key, request)
+            assert shadowed.status_code == 200 and "x-slm-route" not in shadowed.headers
+            ids["shadow"] = shadowed.headers["x-slm-call-id"]
+
     with LogStore(settings.resolved_database_url) as store:
         stored = {r["call_id"]: r for batch in store.iter_calls(agent) for r in batch}
     slm_tags = stored[slm_call_id]["tags"]
@@ -98,6 +114,16 @@ def test_a_promoted_cluster_is_answered_by_the_slm_through_the_gateway(clustered
     assert cut_tags["route"] == "fallback" and cut_tags["fallback_reason"] == "the answer was cut at max_tokens"
     assert stored[ids["human"]]["tags"]["route"] == "llm"
     assert stored[ids["human"]]["tags"]["route_reason"] == "human-facing calls stay on the LLM"
+    shadow_tags = stored[ids["shadow"]]["tags"]
+    assert shadow_tags["route"] == "shadow" and shadow_tags["slm_model"] == challenger
+    assert shadow_tags["shadow_agrees"] is False  # the fake LLM answers {"query": ...}: not what the SLM says
+
+
+def _wait(condition, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the gateway and the SLM server did not load the new routing table"
+        time.sleep(0.5)
 
 
 def trained_calls_right(result: dg.ExecuteInProcessResult) -> list[str]:

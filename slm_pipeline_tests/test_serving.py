@@ -23,8 +23,7 @@ from slm_pipeline_tests.servers import serve_in_thread
 
 ADAPTER = "slm-support-bot-c001"
 CHALLENGER = "slm-support-bot-c001-v2"  # the gateway asks it in the shadow
-SHADOWS = "shadow_model" in Route.__dataclass_fields__  # routing tables that name challengers
-SERVED = [ADAPTER, CHALLENGER] if SHADOWS else [ADAPTER]
+SERVED = [ADAPTER, CHALLENGER]
 TOOL = {"type": "function", "function": {"name": "lookup_order", "parameters": {
     "type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}
 REQUEST = {"messages": [{"role": "system", "content": "You are the support bot of a shop. Be kind."},
@@ -118,9 +117,9 @@ def _table(with_adapter: bool) -> RoutingTable:
     routes = [Route("support-bot", "c002", "refunds", "slm", "champion", "slm-support-bot-c002", "3",
                     "smollm2-135m-instruct", "slm-support-bot-c002", "Task: refunds.")]
     if with_adapter:
-        shadow = {"shadow_model": CHALLENGER, "shadow_version": "2"} if SHADOWS else {}
         routes.append(Route("support-bot", "c001", "lookup order", "slm", "champion", ADAPTER, "1", "tiny-llama",
-                            ADAPTER, task_prompt("lookup order", "tool_call", [TOOL]), **shadow))
+                            ADAPTER, task_prompt("lookup order", "tool_call", [TOOL]), shadow_model=CHALLENGER,
+                            shadow_version="2"))
     return RoutingTable(routes)
 
 
@@ -144,10 +143,9 @@ def test_the_server_answers_for_the_base_model_and_each_adapter_and_follows_the_
         assert listed[1]["registered_model"] == ADAPTER and listed[1]["version"] == "1"
         assert listed[1]["role"] == "champion" and listed[1]["parent"] == "tiny-llama"
         assert all(m["owned_by"] for m in listed)
-        if SHADOWS:
-            assert (listed[2]["version"], listed[2]["role"]) == ("2", "challenger")
-            assert client.post("/v1/chat/completions", json={"model": CHALLENGER, **REQUEST,
-                                                             "max_tokens": 3}).status_code == 200
+        assert (listed[2]["version"], listed[2]["role"]) == ("2", "challenger")
+        assert client.post("/v1/chat/completions", json={"model": CHALLENGER, **REQUEST,
+                                                         "max_tokens": 3}).status_code == 200
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["routing_table_version"] == 1
         assert health["models"] == ["tiny-llama", *SERVED]

@@ -107,7 +107,7 @@ def resolve_challenger(route: Route, base_model: str, settings: Settings,
                        current: ServedAdapter | None = None) -> ServedAdapter | SkippedRoute | None:
     """The challenger a route names for the shadow (`shadow_model`, `shadow_version`), or why it cannot be
     served; None when the route names none. Its base model is the version's `base_model` tag."""
-    name, version = getattr(route, "shadow_model", None), getattr(route, "shadow_version", None)
+    name, version = route.shadow_model, route.shadow_version
     if not name or not version:
         return None
 
@@ -175,7 +175,7 @@ def resolve_table(table: RoutingTable | None, base_model: str, settings: Setting
             outcomes.append(resolve_route(route, base_model, settings, table.version if table else 0,
                                           current.get(name)))
         challenger = resolve_challenger(route, base_model, settings,
-                                        current.get(getattr(route, "shadow_model", None) or ""))
+                                        current.get(route.shadow_model or ""))
         if challenger is not None:
             outcomes.append(challenger)
     return outcomes
