@@ -308,7 +308,7 @@ def demo(
     out.rule("S1 import")
     import_([traffic], as_json=False)
     out.rule("pipeline")
-    caps = {"slm_candidates": {"screen_examples": 8}, "slm_evaluation": {"max_test_calls": 20},
+    caps = {"slm_candidates": {"screen_examples": 8}, "slm_evaluation": {"max_test_calls": 10},
             "finetuned_slm": {"max_steps": train_steps, "batch_size": 2, "eval_steps": train_steps,
                               "save_steps": train_steps}}
     for name, values in (_load_config(config) or {}).items():

@@ -84,3 +84,27 @@ def test_the_router_routes_nothing_without_a_table_and_reloads_when_it_changes(t
     # No clustering artifact for the agent: the call stays on the LLM, saying why.
     decision = router.decide("a", REQUEST)
     assert decision.route == "llm" and "no cluster assigner" in decision.reason
+
+
+def test_a_broken_routing_artifact_never_costs_the_agent_its_answer(embedded_home, run_gateway, tmp_path):
+    import httpx
+
+    from slm_pipeline.core.cluster.pipeline import MODELS_FOLDER
+    from slm_pipeline.core.settings import Settings
+    from slm_pipeline.core.store import LogStore
+    from slm_pipeline.core.store.keys import create_key
+
+    settings = Settings()
+    lake = Lake(settings.resolved_lake_url)
+    publish_routing_table(lake, RoutingTable([Route("a", "c001", "lookup", "slm", "champion", "slm-a-c001", "1")]))
+    lake.put_file(MODELS_FOLDER, "a", "assigner.json", b"{not json")
+    lake.put_file(MODELS_FOLDER, "a", "assigner.npz", b"")
+    with LogStore(settings.resolved_database_url) as store:
+        _, key = create_key(store, "a")
+    with run_gateway(settings.resolved_database_url) as gw:
+        answer = httpx.post(f"{gw.url}/v1/chat/completions", json=REQUEST, headers={"authorization": f"Bearer {key}"})
+        assert answer.status_code == 200 and "x-slm-route" not in answer.headers
+        call_id = answer.headers["x-slm-call-id"]
+    with LogStore(settings.resolved_database_url) as store:
+        [row] = [r for batch in store.iter_calls("a") for r in batch if r["call_id"] == call_id]
+    assert row["tags"]["route"] == "llm" and row["tags"]["route_reason"].startswith("routing failed: JSONDecodeError")

@@ -38,7 +38,7 @@ from slm_pipeline.gateway.auth import KeyCache
 from slm_pipeline.gateway.calllog import CallLog, FinishedCall, response_json
 from slm_pipeline.gateway.config import GatewayConfig
 from slm_pipeline.gateway.errors import GatewayError, bad_request
-from slm_pipeline.gateway.routing import Router, agrees, slm_request, validate_answer
+from slm_pipeline.gateway.routing import RouteDecision, Router, agrees, slm_request, validate_answer
 from slm_pipeline.gateway.sse import StreamAssembler, completion_events
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,11 @@ class Gateway:
                 call.tags["route_reason"] = "human-facing calls stay on the LLM"
             else:
                 request_json = orjson.loads(body)
-                decision = await asyncio.to_thread(self.router.decide, key.agent_id, request_json)
+                try:
+                    decision = await asyncio.to_thread(self.router.decide, key.agent_id, request_json)
+                except Exception as exc:  # routing must never cost the agent its answer: the LLM gives it
+                    log.exception("routing failed; the LLM answers")
+                    decision = RouteDecision("llm", f"routing failed: {exc.__class__.__name__}: {exc}")
                 call.tags.update(decision.tags(self.router.version))
                 if decision.route == "slm" and decision.entry is not None:
                     answered = await self._ask_slm(decision.entry.serving_model or "", request_json,
