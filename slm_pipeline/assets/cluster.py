@@ -1,6 +1,5 @@
 """S3 cluster: `task_clusters`, the agent's recurring task types, each a `task_cluster` partition."""
 
-import base64
 from typing import Literal, Optional
 
 import dagster as dg
@@ -9,7 +8,7 @@ from slm_pipeline.assets.curate import curated_calls
 from slm_pipeline.core.cluster.features import FeatureWeights
 from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE, ClusteringConfig, cluster_agent
 from slm_pipeline.core.cluster.stages import SentenceTransformerEmbedder
-from slm_pipeline.core.markdown import frame_to_markdown
+from slm_pipeline.core.markdown import frame_to_markdown, png_markdown
 from slm_pipeline.core.tracking import log_run
 from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
 from slm_pipeline.resources import LakeResource
@@ -104,8 +103,7 @@ def task_clusters(context: dg.AssetExecutionContext, config: ClusteringRunConfig
         "lake_path": dg.MetadataValue.path(the_lake.partition_url(CLUSTERS_TABLE, agent_id)),
     }
     if result.map_png:
-        image = base64.b64encode(result.map_png).decode()
-        metadata["cluster_map"] = dg.MetadataValue.md(f"![task clusters of {agent_id}](data:image/png;base64,{image})")
+        metadata["cluster_map"] = dg.MetadataValue.md(png_markdown(result.map_png, f"task clusters of {agent_id}"))
     if config.log_to_mlflow and result.status == "ok":
         run_id = log_run(
             "slm_pipeline/task_clusters", f"{agent_id} {context.run.run_id[:8]}",

@@ -5,7 +5,6 @@ through Dagster Pipes: its log lines and per-step metrics stream into this run's
 rank 0 records everything in the MLflow run this asset opens for it.
 """
 
-import base64
 import re
 from pathlib import Path
 from typing import Literal, Optional
@@ -24,7 +23,7 @@ from slm_pipeline.core.finetune import (
     record_finetuned,
 )
 from slm_pipeline.core.lake import cluster_partition
-from slm_pipeline.core.markdown import frame_to_markdown
+from slm_pipeline.core.markdown import frame_to_markdown, png_markdown
 from slm_pipeline.core.settings import Settings
 from slm_pipeline.core.task_data import load_cluster_dataset
 from slm_pipeline.core.train.config import TrainConfig
@@ -56,7 +55,7 @@ FineTuneRunConfig = create_model(
 def _png_md(path: Path, title: str) -> Optional[dg.MetadataValue]:
     if not path.is_file():
         return None
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})")
+    return dg.MetadataValue.md(png_markdown(path.read_bytes(), title))
 
 
 @dg.asset(

@@ -6,16 +6,17 @@ passes the promotion rule, and says why; `slm_champion` moves the MLflow alias `
 `routing_table` maps every current cluster to its champion or to the LLM.
 """
 
-import base64
 import json
+import os
 from typing import Optional
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
 from slm_pipeline.assets.finetune import finetuned_slm
 from slm_pipeline.core.finetune import registered_model_name
-from slm_pipeline.core.markdown import frame_to_markdown
+from slm_pipeline.core.markdown import frame_to_markdown, png_markdown
 from slm_pipeline.core.refine import registry
 from slm_pipeline.core.refine.evaluation import (
     EXPERIMENT,
@@ -31,10 +32,11 @@ from slm_pipeline.core.refine.evaluation import (
 )
 from slm_pipeline.core.refine.judge import JudgeConfig
 from slm_pipeline.core.refine.promotion import PromotionConfig
+from slm_pipeline.core.refine.report import REPORT_TABLE, build_report, report_markdown, routable_png
 from slm_pipeline.core.refine.retraining import live_stats
 from slm_pipeline.core.refine.routing import RoutingThresholds, build_routing_table, publish_routing_table
 from slm_pipeline.core.settings import Settings
-from slm_pipeline.partitions import split_task_cluster_key, task_cluster_partitions
+from slm_pipeline.partitions import agent_partitions, split_task_cluster_key, task_cluster_partitions
 from slm_pipeline.resources import LakeResource
 
 PROMOTION_RULE = "promotion_rule"
@@ -123,7 +125,7 @@ def slm_evaluation(context: dg.AssetExecutionContext, config: EvaluationRunConfi
         "decision": evaluation.decision.summary(),
         "main_metric": evaluation.main_metric,
         "models": dg.MetadataValue.md(frame_to_markdown(shown)),
-        "comparison": dg.MetadataValue.md(f"![comparison](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "comparison": dg.MetadataValue.md(png_markdown(png, "comparison")),
         "best_candidate": best.model.label if best else "",
         "best_agreement": (best.metrics.get("agreement") if best else None),
         "test_calls": len(best.scores) if best else 0,
@@ -176,7 +178,6 @@ def slm_champion(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
 class RoutingRunConfig(dg.Config):
     min_assignment_confidence: float = Field(RoutingThresholds.min_assignment_confidence,
                                              description="S3 assignment confidence needed to route to an SLM.")
-    validate_answers: bool = Field(True, description="Check SLM answers against the tool schemas; else the LLM.")
     serving_url: Optional[str] = Field(None, description="The SLM server's base URL "
                                        "(default: SLM_PIPELINE_SERVING_URL, else none yet).")
 
@@ -193,22 +194,15 @@ class RoutingRunConfig(dg.Config):
 )
 def routing_table(context: dg.AssetExecutionContext, config: RoutingRunConfig, lake: LakeResource
                   ) -> dg.MaterializeResult:
-    import os
-
-    from slm_pipeline.partitions import agent_partitions
-
     the_lake = lake.open()
     agents = sorted(context.instance.get_dynamic_partitions(agent_partitions.name))
     table = build_routing_table(
-        the_lake, Settings(), agents,
-        thresholds=RoutingThresholds(config.min_assignment_confidence, config.validate_answers),
+        the_lake, Settings(), agents, thresholds=RoutingThresholds(config.min_assignment_confidence),
         serving_url=config.serving_url or os.environ.get("SLM_PIPELINE_SERVING_URL"))
     published, changed = publish_routing_table(the_lake, table)
     rows = [{"cluster": f"{r.agent_id}:{r.cluster_id}", "label": r.label, "route": r.route,
              "model": f"{r.registered_model} v{r.version}" if r.version else "", "reason": r.reason}
             for r in published.routes]
-    import polars as pl
-
     return dg.MaterializeResult(metadata={
         "version": published.version, "changed": changed, "fingerprint": published.fingerprint,
         "routes_to_slm": sum(r.route == "slm" for r in published.routes), "routes": len(published.routes),
@@ -228,9 +222,6 @@ def routing_table(context: dg.AssetExecutionContext, config: RoutingRunConfig, l
     ),
 )
 def conversion_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    from slm_pipeline.core.refine.report import REPORT_TABLE, build_report, report_markdown, routable_png
-    from slm_pipeline.partitions import agent_partitions
-
     the_lake = lake.open()
     agents = sorted(context.instance.get_dynamic_partitions(agent_partitions.name))
     report = build_report(the_lake, Settings(), agents)
@@ -242,7 +233,7 @@ def conversion_report(context: dg.AssetExecutionContext, lake: LakeResource) -> 
     routable = sum(a["routable_calls"] for a in report["agents"])
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(markdown),
-        "routable_share": dg.MetadataValue.md(f"![routable](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "routable_share": dg.MetadataValue.md(png_markdown(png, "routable share")),
         "routable_fraction": routable / calls if calls else 0.0,
         "promoted_clusters": sum(a["promoted_clusters"] for a in report["agents"]),
         "routing_table_version": report["routing_table_version"] or 0,

@@ -24,7 +24,6 @@ class RoutingThresholds:
     """When the gateway may send a call to a cluster's SLM (documented defaults)."""
 
     min_assignment_confidence: float = 0.6  # the S3 assigner's confidence that the call is this task
-    validate_answers: bool = True  # parse the SLM's answer and check it against the tool schemas; else LLM
 
 
 @dataclass(frozen=True)
