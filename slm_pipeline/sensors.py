@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from slm_pipeline.core.curate.pipeline import CURATED_TABLE
-from slm_pipeline.core.refine.retraining import RetrainPolicy, calls_since_curation, retraining_decisions
+from slm_pipeline.core.refine.retraining import refresh_reason, retraining_decisions
 from slm_pipeline.jobs import ingest_job, publish_job, refresh_job, retrain_job
 from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
 from slm_pipeline.resources import LakeResource, LogStoreResource
@@ -41,20 +41,21 @@ def new_agent_calls(context: dg.SensorEvaluationContext, log_store: LogStoreReso
     job=refresh_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Between nights: when an agent has `RetrainPolicy.refresh_calls` (500) calls that its latest "
-    "curation has not seen, refresh its S1-S3 so new task types and drift surface before the next night.",
+    description="Between nights: refresh an agent's S1-S3 when `RetrainPolicy.refresh_calls` (500) of its calls are "
+    "newer than its latest curation (volume), or when 30% of its recent routed calls fit no task cluster (drift), "
+    "so new task types surface (and get trained) before the next night.",
 )
 def traffic_volume(context: dg.SensorEvaluationContext, log_store: LogStoreResource, lake: LakeResource
                    ) -> dg.SensorResult:
-    policy, the_lake, store = RetrainPolicy(), lake.open(), log_store.open()
+    the_lake, store = lake.open(), log_store.open()
     requests = []
     for agent in sorted(context.instance.get_dynamic_partitions(agent_partitions.name)):
-        new = calls_since_curation(the_lake, store, agent)
-        if new >= policy.refresh_calls:
+        reason = refresh_reason(the_lake, store, agent)
+        if reason:
             curated = the_lake.read(CURATED_TABLE, agent, columns=["seq"])
             seen = 0 if curated is None or curated.height == 0 else int(curated["seq"].max())
-            requests.append(dg.RunRequest(partition_key=agent, run_key=f"volume-{agent}-after-{seen}",
-                                          tags={"slm_pipeline/trigger": f"volume: {new} new calls"}))
+            requests.append(dg.RunRequest(partition_key=agent, run_key=f"refresh-{agent}-after-{seen}",
+                                          tags={"slm_pipeline/trigger": reason}))
     return dg.SensorResult(run_requests=requests)
 
 

@@ -21,7 +21,9 @@ from slm_pipeline.core.refine.retraining import (
     RetrainPolicy,
     calls_since_curation,
     live_stats,
+    refresh_reason,
     retraining_decisions,
+    unassigned_share,
 )
 from slm_pipeline.core.store import LogStore
 from slm_pipeline.definitions import defs
@@ -124,5 +126,19 @@ def test_volume_sensor_refreshes_an_agent_with_enough_unseen_calls(store_url: st
             store.insert([call(f"d{i}") for i in range(RetrainPolicy.refresh_calls)])
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             [request] = traffic_volume(context).run_requests
-    assert request.partition_key == "a1" and request.run_key == f"volume-a1-after-{seqs[9]}"
+    assert request.partition_key == "a1" and request.run_key == f"refresh-a1-after-{seqs[9]}"
     assert request.tags["slm_pipeline/trigger"] == f"volume: {20 + RetrainPolicy.refresh_calls} new calls"
+
+
+def test_drift_is_the_share_of_recent_routed_calls_no_cluster_fits(store_url: str, tmp_path: Path):
+    lake = Lake(str(tmp_path / "lake"))
+    reasons = (["no confident task cluster (confidence 0.31, needs 0.6)"] * 40 + ["champion slm-a1-c001 v1"] * 60
+               + ["human-facing calls stay on the LLM"] * 30)
+    lake.write(RAW_TABLE, "a1", pl.DataFrame({"seq": list(range(len(reasons) + 1)), "tags": [
+        json.dumps({"route": "llm", "route_reason": r}) for r in reasons] + [None]}))
+    assert unassigned_share(lake, "a1") == (0.4, 100)
+    assert unassigned_share(lake, "a1", recent=50)[1] == 50
+    with LogStore(store_url) as store:  # no calls waiting: only the drift can call for a refresh
+        assert refresh_reason(lake, store, "a1") == "drift: 40% of 100 recent calls fit no task cluster"
+        assert refresh_reason(lake, store, "a1", RetrainPolicy(drift_unassigned=0.5)) is None
+        assert refresh_reason(lake, store, "a1", RetrainPolicy(drift_min_calls=101)) is None

@@ -221,6 +221,10 @@ def evaluate_cluster(lake: Lake, settings: Settings, agent_id: str, cluster_id: 
         test = test.head(config.max_test_calls)
     kind = test["answer_kind"].mode().sort()[0] if test.height else "text"
     schemas = tool_schemas(meta.get("tools") or [])
+    if kind == "text" and embedder is None:  # free-text answers are also compared by meaning
+        from slm_pipeline.core.cluster.stages import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder()
     results = []
     for model_under_test in models:
         def step(done: int, total: int, label: str = model_under_test.label) -> None:

@@ -35,6 +35,8 @@ class RetrainPolicy:
     max_disagreement_rise: float = 0.05  # live shadow disagreement above (1 - evaluated agreement) by this much
     min_live_calls: int = 50  # live rates count only from this many routed calls
     refresh_calls: int = 500  # between nights: new calls of an agent that trigger S1-S3 (the volume sensor)
+    drift_unassigned: float = 0.3  # between nights: share of recent routed-agent calls no cluster fits ...
+    drift_min_calls: int = 100  # ... among at least this many (the drift sensor re-clusters the agent)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,35 @@ def _quality_slipped(stats: LiveStats, measured: dict, policy: RetrainPolicy) ->
         if stats.disagreement_rate > expected + policy.max_disagreement_rise:
             return (f"disagreement rose: {stats.disagreement_rate:.1%} of {stats.shadowed} shadowed calls, "
                     f"{expected:.1%} at evaluation")
+    return None
+
+
+def unassigned_share(lake: Lake, agent_id: str, recent: int = 500) -> tuple[float | None, int]:
+    """Drift: of the agent's `recent` latest calls the gateway tried to assign to a task cluster, the share
+    that no cluster fitted confidently (new kinds of requests), and how many were tried."""
+    raw = lake.read(RAW_TABLE, agent_id, columns=["seq", "tags"])
+    if raw is None:
+        return None, 0
+    tried = unplaced = 0
+    for text in raw.sort("seq", descending=True)["tags"].drop_nulls().to_list():
+        reason = (json.loads(text) or {}).get("route_reason", "") if text.startswith("{") else ""
+        if not reason or reason == "human-facing calls stay on the LLM":
+            continue
+        tried += 1
+        unplaced += reason.startswith("no confident task cluster")
+        if tried == recent:
+            break
+    return (unplaced / tried if tried else None), tried
+
+
+def refresh_reason(lake: Lake, store: Any, agent_id: str, policy: RetrainPolicy = RetrainPolicy()) -> str | None:
+    """Why the agent's S1-S3 should run before the next night (volume or drift), or None."""
+    new = calls_since_curation(lake, store, agent_id)
+    if new >= policy.refresh_calls:
+        return f"volume: {new} new calls"
+    share, tried = unassigned_share(lake, agent_id)
+    if share is not None and tried >= policy.drift_min_calls and share >= policy.drift_unassigned:
+        return f"drift: {share:.0%} of {tried} recent calls fit no task cluster"
     return None
 
 
