@@ -31,7 +31,7 @@ def test_a_valid_tool_call_passes():
 @pytest.mark.parametrize(("answer", "reason"), [
     (completion(name="cancel_order"), "invalid tool call: cancel_order is not one of the request's tools"),
     (completion('{"order": "A1"}'), "invalid tool call: lookup_order.arguments: 'order_id' is a required property"),
-    (completion('{"order_id": 7}'), "invalid tool call: lookup_order.order_id: 7 is not of type 'string'"),
+    (completion('{"order_id": 7}'), "invalid tool call: lookup_order.order_id: must be of type string"),
     (completion('{"order_id": "A1"'), "tool call 'lookup_order' has arguments that are not JSON"),
     (completion(slm_parse_error="tool call 1 is not JSON"), "unparseable answer: tool call 1 is not JSON"),
     ({"choices": [{"message": {"role": "assistant", "content": "It shipped."}, "finish_reason": "stop"}]},

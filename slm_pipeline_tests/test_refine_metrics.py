@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from slm_pipeline.core.refine.metrics import score_call, summarise, token_f1, tool_schemas
@@ -22,7 +24,7 @@ def test_arguments_compare_as_parsed_json_with_key_order_ignored():
     ('<tool_call>{"name": "lookup_order", "arguments": {"order_id": "ORD-13", "include_items": true}}</tool_call>',
      True, True, "wrong arguments"),
     ('<tool_call>{"name": "lookup_order", "arguments": {"order_id": 12}}</tool_call>',
-     True, False, "wrong arguments (lookup_order.order_id: 12 is not of type 'string')"),
+     True, False, "wrong arguments (lookup_order.order_id: must be of type string)"),
     ('<tool_call>{"name": "cancel_order", "arguments": {"order_id": "ORD-12"}}</tool_call>',
      False, False, "wrong tool (cancel_order is not one of the request's tools)"),
     ("Sure! Your order ORD-12 is on its way.", False, False, "no <tool_call> block in the output"),
@@ -37,7 +39,18 @@ def test_schema_validity_is_its_own_metric_even_when_the_answer_differs():
     extra = '<tool_call>{"name": "lookup_order", "arguments": {"order_id": "ORD-12", "verbose": 1}}</tool_call>'
     score = score_call("c1", extra, TEACHER, "tool_call", SCHEMAS)
     assert score.name_match and not score.exact_match and score.schema_valid is False
-    assert "Additional properties are not allowed ('verbose' was unexpected)" in score.error
+    assert "lookup_order.arguments: has a property its schema does not allow" in score.error
+
+
+def test_schema_reasons_never_quote_the_argument_values():
+    from slm_pipeline.core.refine.metrics import schema_errors
+    from slm_pipeline.core.toolcalls import parse_answer
+
+    secret = "ada.lovelace@example.org"
+    for arguments in ({"order_id": secret}, {"order_id": 12, "note": secret}, {"order_id": [secret]}):
+        answer = parse_answer(f'<tool_call>{{"name": "lookup_order", "arguments": {json.dumps(arguments)}}}</tool_call>')
+        problems = schema_errors(answer, SCHEMAS)
+        assert problems and not any(secret in p for p in problems), problems
 
 
 def test_json_and_text_answers():

@@ -18,6 +18,7 @@ for tool calls, the object for JSON, token F1 >= `text_agreement_f1` for free te
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -69,8 +70,23 @@ def schema_errors(answer: ParsedAnswer, schemas: dict[str, dict[str, Any]]) -> l
             continue
         for error in Draft202012Validator(schema).iter_errors(call.arguments):
             where = ".".join(str(p) for p in error.absolute_path) or "arguments"
-            errors.append(f"{call.name}.{where}: {error.message}")
+            errors.append(f"{call.name}.{where}: {_violation(error)}")
     return errors
+
+
+def _violation(error: Any) -> str:
+    """What the schema wanted, from the schema's side only: jsonschema's own messages quote the argument
+    value, which may be personal data, and these reasons end up in logs and the gateway's tags."""
+    rule, wanted = error.validator, error.validator_value
+    if rule == "required":
+        return error.message  # names the schema's property, not a value
+    if rule == "type":
+        return f"must be of type {wanted}"
+    if rule == "enum":
+        return f"must be one of {json.dumps(wanted)[:120]}"
+    if rule == "additionalProperties":
+        return "has a property its schema does not allow"
+    return f"violates {rule}={json.dumps(wanted, default=str)[:80]}"
 
 
 def token_f1(predicted: str, reference: str) -> float:
