@@ -135,6 +135,6 @@ def test_demo_runs_end_to_end(embedded_home: Path):
     assert sorted(c.split(":")[0] for c in clusters) == sorted(agents)
     # Two training steps promote nothing; each cluster says why, and the routing table keeps them on the LLM.
     assert result.stdout.count("stays on the LLM, not promoted:") == len(clusters)
-    assert "all: success  materialised routing_table" in result.stdout
+    assert "all: success  materialised conversion_report, routing_table" in result.stdout
     table = load_routing_table(Lake(Settings().resolved_lake_url))
     assert {r.route for r in table.routes} == {"llm"} and len(table.routes) >= len(clusters)
