@@ -51,3 +51,13 @@ def test_a_corrupted_file_is_named_in_the_error(tmp_path: Path):
         lake.read("t", "a1")
     assert "part-000000000003-000000000004.parquet" in str(info.value)
     assert "re-materialise t for agent 'a1'" in str(info.value)
+
+
+def test_reading_only_the_newest_files_that_hold_enough_rows(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    for first in (1, 11, 21):
+        lake.append("t", "a1", pl.DataFrame({"seq": list(range(first, first + 10))}), first, first + 9)
+    assert lake.read("t", "a1", latest_rows=5)["seq"].to_list() == list(range(21, 31))
+    assert lake.read("t", "a1", latest_rows=11)["seq"].to_list() == list(range(11, 31))
+    assert lake.read("t", "a1", latest_rows=1000).height == 30
+    assert lake.read("t", "nobody", latest_rows=5) is None

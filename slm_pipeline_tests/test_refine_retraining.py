@@ -142,3 +142,12 @@ def test_drift_is_the_share_of_recent_routed_calls_no_cluster_fits(store_url: st
         assert refresh_reason(lake, store, "a1") == "drift: 40% of 100 recent calls fit no task cluster"
         assert refresh_reason(lake, store, "a1", RetrainPolicy(drift_unassigned=0.5)) is None
         assert refresh_reason(lake, store, "a1", RetrainPolicy(drift_min_calls=101)) is None
+
+
+def test_live_rates_count_only_the_newest_routing_table_of_each_cluster(tmp_path: Path):
+    lake = Lake(str(tmp_path / "lake"))
+    old = [{"route": "fallback", "cluster_id": "c001", "routing_table_version": 1}] * 30
+    new = [{"route": "slm", "cluster_id": "c001", "routing_table_version": 2}] * 9 + [
+        {"route": "fallback", "cluster_id": "c001", "routing_table_version": 2}]
+    lake.write(RAW_TABLE, "a1", pl.DataFrame({"tags": [json.dumps(t) for t in old + new]}))
+    assert live_stats(lake, "a1")["c001"] == LiveStats(routed=10, fallbacks=1)  # the old champion's don't count

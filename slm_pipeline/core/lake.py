@@ -94,6 +94,18 @@ class Lake:
         self.fs.mv(temporary, f"{folder}/{name}")
         return f"{folder}/{name}"
 
+    def _newest(self, paths: list[str], rows: int) -> list[str]:
+        """The shortest tail of `paths` (oldest first) whose files hold at least `rows` rows."""
+        import pyarrow.parquet as pq
+
+        held = 0
+        for start in range(len(paths) - 1, -1, -1):
+            with self.fs.open(paths[start], "rb") as handle:
+                held += pq.ParquetFile(handle).metadata.num_rows
+            if held >= rows:
+                return paths[start:]
+        return paths
+
     def get_file(self, table: str, agent_id: str, name: str) -> bytes | None:
         path = f"{self.partition_path(table, agent_id)}/{name}"
         if not self.fs.exists(path):
@@ -101,10 +113,15 @@ class Lake:
         with self.fs.open(path, "rb") as handle:
             return handle.read()
 
-    def read(self, table: str, agent_id: str, columns: list[str] | None = None) -> pl.DataFrame | None:
-        """The whole partition as one frame, or None when it has no file yet."""
+    def read(self, table: str, agent_id: str, columns: list[str] | None = None, *, latest_rows: int | None = None
+             ) -> pl.DataFrame | None:
+        """The whole partition as one frame, or None when it has no file yet. With `latest_rows`, only its
+        newest files, enough of them to hold that many rows (sensors look at recent traffic this way)."""
         frames = []
-        for path in self.files(table, agent_id):
+        paths = self.files(table, agent_id)
+        if latest_rows is not None:
+            paths = self._newest(paths, latest_rows)
+        for path in paths:
             try:
                 with self.fs.open(path, "rb") as handle:
                     frames.append(pl.read_parquet(handle, columns=columns))

@@ -34,6 +34,7 @@ class RetrainPolicy:
     max_fallback_rise: float = 0.05  # live fallback rate above (1 - evaluated schema validity) by this much
     max_disagreement_rise: float = 0.05  # live shadow disagreement above (1 - evaluated agreement) by this much
     min_live_calls: int = 50  # live rates count only from this many routed calls
+    live_window: int = 20_000  # live rates look at the agent's latest calls (newest lake files holding this many)
     refresh_calls: int = 500  # between nights: new calls of an agent that trigger S1-S3 (the volume sensor)
     drift_unassigned: float = 0.3  # between nights: share of recent routed-agent calls no cluster fits ...
     drift_min_calls: int = 100  # ... among at least this many (the drift sensor re-clusters the agent)
@@ -62,17 +63,25 @@ class RetrainDecision:
     reason: str
 
 
-def live_stats(lake: Lake, agent_id: str) -> dict[str, LiveStats]:
-    """Per cluster, what the gateway saw while routing the agent's calls (from S1's copy of its tags)."""
-    raw = lake.read(RAW_TABLE, agent_id, columns=["tags"])
-    counts: dict[str, list[int]] = {}
+def live_stats(lake: Lake, agent_id: str, window: int = RetrainPolicy.live_window) -> dict[str, LiveStats]:
+    """Per cluster, what the gateway saw while routing the agent's latest calls (S1's copy of its tags),
+    under the newest routing table that routed that cluster's calls (older champions' calls don't count)."""
+    raw = lake.read(RAW_TABLE, agent_id, columns=["tags"], latest_rows=window)
+    routed: list[dict] = []
     for text in ([] if raw is None else raw["tags"].drop_nulls().to_list()):
         try:
             tags = json.loads(text)
         except json.JSONDecodeError:
             continue
-        if not isinstance(tags, dict) or not tags.get("cluster_id") or tags.get("route") not in (
-                "slm", "fallback", "shadow"):
+        if isinstance(tags, dict) and tags.get("cluster_id") and tags.get("route") in ("slm", "fallback", "shadow"):
+            routed.append(tags)
+    newest: dict[str, int] = {}
+    for tags in routed:
+        cluster = str(tags["cluster_id"])
+        newest[cluster] = max(newest.get(cluster, 0), int(tags.get("routing_table_version") or 0))
+    counts: dict[str, list[int]] = {}
+    for tags in routed:
+        if int(tags.get("routing_table_version") or 0) != newest[str(tags["cluster_id"])]:
             continue
         row = counts.setdefault(str(tags["cluster_id"]), [0, 0, 0, 0])
         if tags["route"] in ("slm", "fallback"):
@@ -88,7 +97,7 @@ def retraining_decisions(lake: Lake, agent_id: str, policy: RetrainPolicy = Retr
                          live: dict[str, LiveStats] | None = None) -> list[RetrainDecision]:
     """For each of the agent's current clusters: retrain it now, and why (or why not)."""
     clusters = lake.read(CLUSTERS_TABLE, agent_id, columns=["cluster_id", "size"])
-    live = live_stats(lake, agent_id) if live is None else live
+    live = live_stats(lake, agent_id, policy.live_window) if live is None else live
     decisions = []
     for cluster_id, size in ([] if clusters is None else clusters.iter_rows()):
         raw = lake.get_file(FINETUNED_TABLE, cluster_partition(agent_id, cluster_id), "models.json")
@@ -130,7 +139,7 @@ def _quality_slipped(stats: LiveStats, measured: dict, policy: RetrainPolicy) ->
 def unassigned_share(lake: Lake, agent_id: str, recent: int = 500) -> tuple[float | None, int]:
     """Drift: of the agent's `recent` latest calls the gateway tried to assign to a task cluster, the share
     that no cluster fitted confidently (new kinds of requests), and how many were tried."""
-    raw = lake.read(RAW_TABLE, agent_id, columns=["seq", "tags"])
+    raw = lake.read(RAW_TABLE, agent_id, columns=["seq", "tags"], latest_rows=4 * recent)
     if raw is None:
         return None, 0
     tried = unplaced = 0
