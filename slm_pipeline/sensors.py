@@ -4,8 +4,7 @@ import json
 
 import dagster as dg
 
-from slm_pipeline.core.curate.pipeline import CURATED_TABLE
-from slm_pipeline.core.refine.retraining import refresh_reason, retraining_decisions
+from slm_pipeline.core.refine.retraining import curated_up_to, refresh_reason, retraining_decisions
 from slm_pipeline.jobs import ingest_job, publish_job, refresh_job, retrain_job
 from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
 from slm_pipeline.resources import LakeResource, LogStoreResource
@@ -52,8 +51,7 @@ def traffic_volume(context: dg.SensorEvaluationContext, log_store: LogStoreResou
     for agent in sorted(context.instance.get_dynamic_partitions(agent_partitions.name)):
         reason = refresh_reason(the_lake, store, agent)
         if reason:
-            curated = the_lake.read(CURATED_TABLE, agent, columns=["seq"])
-            seen = 0 if curated is None or curated.height == 0 else int(curated["seq"].max())
+            seen = curated_up_to(the_lake, agent)
             requests.append(dg.RunRequest(partition_key=agent, run_key=f"refresh-{agent}-after-{seen}",
                                           tags={"slm_pipeline/trigger": reason}))
     return dg.SensorResult(run_requests=requests)

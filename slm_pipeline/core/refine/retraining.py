@@ -165,8 +165,12 @@ def refresh_reason(lake: Lake, store: Any, agent_id: str, policy: RetrainPolicy 
     return None
 
 
+def curated_up_to(lake: Lake, agent_id: str) -> int:
+    """The highest log-store `seq` the agent's latest curation saw (0 before the first)."""
+    curated = lake.read(CURATED_TABLE, agent_id, columns=["seq"])
+    return 0 if curated is None or curated.height == 0 else int(curated["seq"].max())
+
+
 def calls_since_curation(lake: Lake, store: Any, agent_id: str) -> int:
     """The agent's calls in the log store that its latest curation (and so clustering) has not seen."""
-    curated = lake.read(CURATED_TABLE, agent_id, columns=["seq"])
-    seen = 0 if curated is None or curated.height == 0 else int(curated["seq"].max())
-    return store.count(agent_id, after_seq=seen)
+    return store.count(agent_id, after_seq=curated_up_to(lake, agent_id))
