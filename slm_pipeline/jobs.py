@@ -9,6 +9,7 @@ from slm_pipeline.assets.curate import curated_calls
 from slm_pipeline.assets.datasets import task_datasets
 from slm_pipeline.assets.finetune import finetuned_slm
 from slm_pipeline.assets.refine import conversion_report, routing_table, slm_champion, slm_evaluation
+from slm_pipeline.core.k8s_gpu import gpu_run_tags
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -26,6 +27,7 @@ retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=[task_datasets, slm_candidates, finetuned_slm, slm_evaluation, slm_champion],
     description="S4-S6 for one task cluster: dataset, candidates, fine-tuning, evaluation, promotion.",
+    tags=gpu_run_tags(),  # the run pod's GPU under the K8sRunLauncher (inert elsewhere; core/k8s_gpu.py)
 )
 
 publish_job = dg.define_asset_job(

@@ -22,6 +22,7 @@ from slm_pipeline.core.finetune import (
     prepare_finetune,
     record_finetuned,
 )
+from slm_pipeline.core.k8s_gpu import gpu_step_tags
 from slm_pipeline.core.lake import cluster_partition
 from slm_pipeline.core.markdown import frame_to_markdown, png_markdown
 from slm_pipeline.core.settings import Settings
@@ -64,6 +65,7 @@ def _png_md(path: Path, title: str) -> Optional[dg.MetadataValue]:
     group_name="s5_finetune",
     kinds={"pytorch", "mlflow", "deepspeed"},
     pool="gpu",  # training jobs queue for the accelerators (limit: dagster.yaml `concurrency.pools`)
+    op_tags=gpu_step_tags(),  # its pod's GPU on Kubernetes (k8s_job_executor); see core/k8s_gpu.py
     description=(
         "Each selected candidate fine-tuned on the cluster's dataset (LoRA by default; QLoRA on CUDA; full), "
         "with packing and loss on answer tokens only, in its own process (DeepSpeed for several GPUs). Every "

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from slm_pipeline.assets.finetune import finetuned_slm
 from slm_pipeline.core.finetune import registered_model_name
+from slm_pipeline.core.k8s_gpu import gpu_step_tags
 from slm_pipeline.core.markdown import frame_to_markdown, png_markdown
 from slm_pipeline.core.refine import registry
 from slm_pipeline.core.refine.evaluation import (
@@ -80,6 +81,7 @@ class EvaluationRunConfig(dg.Config):
     group_name="s6_refine",
     kinds={"pytorch", "mlflow"},
     pool="gpu",  # it runs the models, like training
+    op_tags=gpu_step_tags(),  # a GPU pod on Kubernetes, like training (core/k8s_gpu.py)
     description=(
         "The zero-shot base, each fine-tuned candidate and the current champion answering the cluster's held-out "
         "test calls one by one: agreement with the teacher (function name, name and arguments, schema validity; "

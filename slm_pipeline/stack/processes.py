@@ -1,0 +1,95 @@
+"""Detached service processes: started in a session of their own, remembered in a pid file, stopped by group.
+
+A pid file holds the pid and the process's start time (from /proc), so a later `down` never signals an
+unrelated process that happens to reuse the pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_ticks: int  # field 22 of /proc/<pid>/stat
+    command: list[str]
+    log: str
+
+    @classmethod
+    def load(cls, path: Path) -> ProcessRecord:
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # the fields after the command name, from field 3 on
+
+
+def _start_ticks(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else -1
+
+
+def alive(record: ProcessRecord) -> bool:
+    """The recorded process still runs (a zombie or a different process under the same pid does not count)."""
+    fields = _stat(record.pid)
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == record.start_ticks
+
+
+def start(name: str, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> ProcessRecord:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+        out.flush()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    return ProcessRecord(name, process.pid, _start_ticks(process.pid), command, str(log))
+
+
+def _reap(pid: int) -> None:
+    try:  # when this process started it (a failed `up`); otherwise init reaps it
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def stop(record: ProcessRecord, timeout_s: float) -> str:
+    """SIGTERM to the process group, SIGKILL after `timeout_s`; returns how it ended."""
+    if not alive(record):
+        return "not running"
+    os.killpg(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not alive(record):
+            return "stopped"
+        time.sleep(0.2)
+    os.killpg(record.pid, signal.SIGKILL)
+    for _ in range(50):
+        _reap(record.pid)
+        if not alive(record):
+            break
+        time.sleep(0.1)
+    return f"killed after {timeout_s:.0f} s"
+
+
+def tail(path: str | Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
