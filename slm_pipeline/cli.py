@@ -51,21 +51,27 @@ def import_(
 
     Prints the counts read, imported, duplicate and quarantined (read = imported + duplicate +
     quarantined) and the quarantine file, which names the file, line, field and reason of every
-    rejected record. Exits non-zero only when a file cannot be read at all.
+    rejected record. Exits 1 when a file cannot be read at all, 2 when the log store stops answering
+    (re-running the same import then completes it; nothing is stored twice).
     """
-    from slm_pipeline.core.importer import import_files
+    from slm_pipeline.core.importer import StoreUnavailableError, import_files
 
     settings = Settings()
     store = _store(settings)
     total = sum(f.stat().st_size for f in files if f.is_file() and f.suffix != ".gz") or None
-    with Progress(TextColumn("importing"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json and not err.is_terminal) as progress:
-        task = progress.add_task("import", total=total)
-        report = import_files(
-            store, files, settings.quarantine_dir, max_record_bytes=settings.max_record_bytes,
-            on_bytes=lambda n: progress.advance(task, n),
-        )
-    store.close()
+    try:
+        with Progress(TextColumn("importing"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                      console=err, transient=True, disable=as_json and not err.is_terminal) as progress:
+            task = progress.add_task("import", total=total)
+            report = import_files(
+                store, files, settings.quarantine_dir, max_record_bytes=settings.max_record_bytes,
+                on_bytes=lambda n: progress.advance(task, n),
+            )
+    except StoreUnavailableError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}")
     for path, why in report.unreadable.items():

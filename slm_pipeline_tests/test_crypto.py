@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 
-from slm_pipeline.core.collect import RAW_TABLE, collect_new_calls
+from slm_pipeline.core.collect import RAW_TABLE, collect_new_calls, open_payloads
 from slm_pipeline.core.crypto import KeyRing, KeyRingError, new_key
 from slm_pipeline.core.importer import import_files
 from slm_pipeline.core.lake import Lake
@@ -62,7 +62,13 @@ def test_the_database_never_holds_plaintext_and_rotation_keeps_old_rows_readable
         result = collect_new_calls(store, lake, "support-bot", key_ring=rotated)
         assert result.new_rows == 10
         frame = lake.read(RAW_TABLE, "support-bot")
-        assert all(SECRET in orjson.loads(r)["messages"][1]["content"] for r in frame["request"])
+        # The raw lake keeps the store's ciphertext (same key ids); only S2 opens it, in memory.
+        assert {r.split(":")[1] for r in frame["request"]} == {"k1", "k2"}
+        assert not any(SECRET in value for value in frame["request"])
+        opened = open_payloads(frame, rotated)
+        assert all(SECRET in orjson.loads(r)["messages"][1]["content"] for r in opened["request"])
+        with pytest.raises(KeyRingError, match="no key ring is configured"):
+            open_payloads(frame, None)
 
 
 def test_without_a_key_ring_encrypted_rows_give_a_clear_error(tmp_path: Path, monkeypatch):

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from slm_pipeline.core.collect import rows_to_frame
+from slm_pipeline.core.collect import open_payloads, rows_to_frame
 from slm_pipeline.core.records import CallRecord
 from slm_pipeline.core.store import LogStore
 from slm_pipeline.core.store.keys import create_key, revoke_key
@@ -53,7 +53,7 @@ def test_calls_are_proxied_and_logged_encrypted_under_the_keys_agent(store: LogS
         assert row["agent_id"] == "support-bot" and row["source"] == "gateway" and row["status"] == "ok"
         assert row["payload_key_id"] == "k1" and row["latency_ms"] > 0 and row["model"] == "gpt-4o"
         assert CANARY.encode() not in row["request_payload"] + row["response_payload"]  # sealed at rest
-    frame = rows_to_frame(rows, key_ring)  # what S1 collect reads with the key ring
+    frame = open_payloads(rows_to_frame(rows, key_ring), key_ring)  # S1 collect's rows, opened as S2 does
     assert orjson.loads(frame["request"][0]) == chat()
     responses = [orjson.loads(r) for r in frame["response"]]
     assert responses[0] == reply.json()
@@ -151,7 +151,8 @@ def test_upstream_failures_are_returned_faithfully_and_logged_as_failed_calls(tm
     assert garbage.status_code == 200 and garbage.text == "<html>not json</html>"  # passed on as the upstream said
     with LogStore(url) as store:
         rows = {r["call_id"]: r for r in stored(store)}
-    frame = {r["call_id"]: r for r in rows_to_frame(rows.values(), key_ring).iter_rows(named=True)}
+    frame = {r["call_id"]: r for r in open_payloads(rows_to_frame(rows.values(), key_ring), key_ring)
+             .iter_rows(named=True)}
 
     def logged(response: httpx.Response) -> tuple[dict, dict]:
         row = rows[response.headers["x-slm-call-id"]]

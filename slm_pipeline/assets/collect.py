@@ -19,6 +19,13 @@ RECONCILES_WITH_STORE = "reconciles_with_log_store"
         "Every logged call of the agent, appended to the lake incrementally: each run copies the calls stored "
         "since the partition's watermark. Payloads (request, response, tags) stay out of the metadata."
     ),
+    # The log store is a database on another host: a restart, a failover or a dropped connection is a
+    # transient fault. Retry the step in the same run, 3 times, after 2, 6 and 14 s (exponential backoff;
+    # Dagster's delay for retry n is (2^n - 1) x 2 s). Safe: collection is incremental from the lake's
+    # watermark, so a retry copies only what is not in the lake yet. Only this asset gets a policy: the
+    # others read the lake on local storage, or train and evaluate models, where a failure is rarely
+    # transient and a retry would repeat hours of work.
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     check_specs=[
         dg.AssetCheckSpec(UNIQUE_CALL_IDS, asset="raw_agent_calls",
                           description="No call appears twice in the agent's lake partition."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +11,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from slm_pipeline.core.crypto import KEYS_ENV, KeyRing, KeyRingError
+from slm_pipeline.core.crypto import KEY_FILE_ENV, KEYS_ENV, KeyRing, KeyRingError
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.store import LogStore
 
@@ -26,8 +27,8 @@ RAW_SCHEMA = pl.Schema({
     "status": pl.String,
     "model": pl.String,
     "tags": pl.String,  # JSON
-    "request": pl.String,  # the OpenAI request, JSON
-    "response": pl.String,  # the OpenAI response, JSON
+    "request": pl.String,  # the OpenAI request: JSON, or sealed (`open_payload`) when a key ring is configured
+    "response": pl.String,  # the OpenAI response, likewise
     "source": pl.String,
     "ingested_at": pl.Datetime("us", "UTC"),
 })
@@ -35,18 +36,53 @@ PAYLOAD_COLUMNS = ("request", "response", "tags")
 """Columns that may hold personal data; never shown in metadata or previews."""
 
 
+SEALED_PREFIX = "sealed:"
+"""A raw-lake payload `sealed:<key id>:<base64 of nonce + AES-GCM ciphertext>`, bound to its call id, as in the
+log store: the raw lake is part of the encrypted raw store, and only curation (S2) opens it, in memory."""
+
+
+def _sealed_text(key_id: str, sealed: bytes) -> str:
+    return f"{SEALED_PREFIX}{key_id}:{base64.b64encode(sealed).decode()}"
+
+
 def _payload(row: Mapping[str, Any], column: str, key_ring: KeyRing | None) -> str:
+    """A store payload as it goes into the raw lake: still sealed when the store sealed it (the same ciphertext),
+    sealed now when a key ring is configured, else plain JSON."""
     data = bytes(row[column])
     if row.get("payload_key_id") is not None:
         if key_ring is None:
             raise KeyRingError(f"call {row['call_id']} is encrypted (key {row['payload_key_id']!r}) and no key ring "
                                f"is configured: set {KEYS_ENV}")
-        data = key_ring.decrypt(row["payload_key_id"], data, row["call_id"])
+        key_ring.decrypt(row["payload_key_id"], data, row["call_id"])  # fails here, not in S2, on a foreign key
+        return _sealed_text(row["payload_key_id"], data)
+    if key_ring is not None:
+        return _sealed_text(*key_ring.encrypt(data, row["call_id"]))
     return data.decode("utf-8")
 
 
+def open_payload(value: str | None, call_id: str, key_ring: KeyRing | None) -> str | None:
+    """The JSON text of a raw-lake payload, decrypted in memory when it is sealed."""
+    if value is None or not value.startswith(SEALED_PREFIX):
+        return value
+    key_id, _, encoded = value[len(SEALED_PREFIX):].partition(":")
+    if key_ring is None:
+        raise KeyRingError(f"raw call {call_id} is sealed with key {key_id!r} and no key ring is configured: set "
+                           f"{KEYS_ENV} (or {KEY_FILE_ENV}) for the pipeline")
+    return key_ring.decrypt(key_id, base64.b64decode(encoded), call_id).decode("utf-8")
+
+
+def open_payloads(raw: pl.DataFrame, key_ring: KeyRing | None) -> pl.DataFrame:
+    """`raw` (of `RAW_SCHEMA`) with its request and response as JSON text."""
+    if raw.is_empty():
+        return raw
+    call_ids = raw["call_id"].to_list()
+    return raw.with_columns(
+        pl.Series(name, [open_payload(v, c, key_ring) for v, c in zip(raw[name].to_list(), call_ids)], pl.String)
+        for name in ("request", "response"))
+
+
 def rows_to_frame(rows: Iterable[Mapping[str, Any]], key_ring: KeyRing | None = None) -> pl.DataFrame:
-    """Log-store rows as a frame of `RAW_SCHEMA` (encrypted payloads decrypted with `key_ring`)."""
+    """Log-store rows as a frame of `RAW_SCHEMA`, payloads sealed whenever a key ring is configured."""
     columns: dict[str, list[Any]] = {name: [] for name in RAW_SCHEMA}
     for row in rows:
         for name in ("seq", "call_id", "agent_id", "workload_id", "timestamp", "latency_ms", "human_facing",

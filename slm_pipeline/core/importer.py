@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from slm_pipeline.core.crypto import KeyRing
@@ -51,6 +52,17 @@ class ImportReport:
             "quarantined": self.quarantined,
             "quarantine_path": str(self.quarantine_path) if self.quarantine_path else None,
         }
+
+
+class StoreUnavailableError(RuntimeError):
+    """The log store stopped answering during an import (server restarted, connection lost).
+
+    Batches committed before stay stored; re-running the same import is safe and completes it,
+    since records already stored count as duplicates (inserts are idempotent on `call_id`)."""
+
+    def __init__(self, message: str, report: ImportReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class _Rejected(Exception):
@@ -134,6 +146,7 @@ class Importer:
         self.quarantine = QuarantineFile(new_quarantine_path(quarantine_dir))
         self.report = ImportReport()
         self._batch: dict[str, StoredCall] = {}
+        self._where = ""  # the file and line last read, for an error message
 
     def import_files(self, paths: Iterable[Path]) -> ImportReport:
         try:
@@ -173,6 +186,7 @@ class Importer:
 
     def _take(self, path: Path, line: Line, source: str) -> None:
         self.report.read += 1
+        self._where = f"{path.name}, line {line.number:,}"
         if line.oversized:
             self._reject(path, line, _Rejected(
                 "record_too_large",
@@ -196,7 +210,15 @@ class Importer:
     def _flush(self) -> None:
         if not self._batch:
             return
-        inserted = self.store.insert(list(self._batch.values()))
+        try:
+            inserted = self.store.insert(list(self._batch.values()))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:  # the server went away, not a bad row
+            reason = str(exc.orig or exc).strip().splitlines()[0][:300]
+            raise StoreUnavailableError(
+                f"the log store stopped answering during the import (at {self._where}): {reason}. "
+                f"{self.report.imported:,} records were stored before; re-run the same import once the store "
+                "answers: records already stored count as duplicates, none is stored twice.", self.report,
+            ) from exc
         self.report.imported += len(inserted)
         self.report.duplicate += len(self._batch) - len(inserted)
         self._batch.clear()

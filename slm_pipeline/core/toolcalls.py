@@ -37,6 +37,22 @@ class ParsedAnswer:
     error: str | None = None
 
 
+def _loads(text: str) -> Any:
+    """`json.loads` for model output, raising JSONDecodeError too for what an agent could not use: NaN,
+    Infinity and numbers out of range, integers past Python's 4,300 digits, nesting past the recursion
+    limit, lone surrogate escapes (the answer could not be sent as UTF-8)."""
+    try:
+        value = json.loads(text)
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        reason = ("a lone surrogate escape" if isinstance(exc, UnicodeEncodeError) else
+                  "nesting too deep" if isinstance(exc, RecursionError) else "NaN, Infinity or too long a number")
+        raise json.JSONDecodeError(reason, text, 0) from None
+    return value
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
@@ -51,7 +67,7 @@ def teacher_answer(response: dict[str, Any]) -> ParsedAnswer:
         arguments = function.get("arguments")
         if isinstance(arguments, str):
             try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
+                arguments = _loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError:
                 return ParsedAnswer("invalid", error=f"tool call {function.get('name')!r} has arguments that are not JSON")
         calls.append(ToolCall(str(function.get("name")), arguments if isinstance(arguments, dict) else {}))
@@ -59,7 +75,7 @@ def teacher_answer(response: dict[str, Any]) -> ParsedAnswer:
         return ParsedAnswer("tool_call", tool_calls=calls)
     content = message.get("content") or ""
     try:
-        value = json.loads(content)
+        value = _loads(content)
     except (json.JSONDecodeError, TypeError):
         return ParsedAnswer("text", value=content)
     if isinstance(value, dict):
@@ -87,7 +103,7 @@ def parse_answer(text: str, expect: Literal["tool_call", "json", "text"] | None 
         calls = []
         for i, block in enumerate(blocks):
             try:
-                data = json.loads(block)
+                data = _loads(block)
             except json.JSONDecodeError as exc:
                 return ParsedAnswer("invalid", error=f"tool call {i + 1} is not JSON ({exc.msg})")
             if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
@@ -95,7 +111,7 @@ def parse_answer(text: str, expect: Literal["tool_call", "json", "text"] | None 
             arguments = data.get("arguments", {})
             if isinstance(arguments, str):
                 try:
-                    arguments = json.loads(arguments)
+                    arguments = _loads(arguments)
                 except json.JSONDecodeError:
                     return ParsedAnswer("invalid", error=f"tool call {i + 1} has arguments that are not JSON")
             if not isinstance(arguments, dict):
@@ -104,7 +120,7 @@ def parse_answer(text: str, expect: Literal["tool_call", "json", "text"] | None 
         return ParsedAnswer("tool_call", tool_calls=calls)
     if expect == "json" or (expect is None and text.startswith("{")):
         try:
-            value = json.loads(text)
+            value = _loads(text)
         except json.JSONDecodeError as exc:
             return ParsedAnswer("invalid", error=f"the output is not JSON ({exc.msg})")
         if not isinstance(value, dict):

@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slm_pipeline.core.records import ChatRequest, describe_validation_error
@@ -48,8 +48,24 @@ WORKLOAD_HEADER = "x-slm-workload-id"
 CALL_ID_HEADER = "x-slm-call-id"
 ROUTE_HEADER = "x-slm-route"
 _TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
-_REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+def _inlined(node: Any, defs: dict[str, Any]) -> Any:
+    """A JSON schema with each `$ref` replaced by the definition it names: the OpenAPI document has no
+    `components/schemas` for the body's models, so references to them would dangle."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inlined(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {key: _inlined(value, defs) for key, value in node.items() if key != "$defs"}
+    if isinstance(node, list):
+        return [_inlined(value, defs) for value in node]
+    return node
+
+
+_CHAT_SCHEMA = ChatRequest.model_json_schema()
+_CHAT_SCHEMA = _inlined(_CHAT_SCHEMA, _CHAT_SCHEMA.get("$defs", {}))
+_CHAT_SCHEMA["properties"]["model"]["maxLength"] = 256  # longer names get 400 (`_chat_request`)
+_REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {"schema": _CHAT_SCHEMA}}}}
 
 
 _NOT_FORWARDED = frozenset({"authorization", "host", "content-length", "content-type", "accept-encoding",
@@ -442,7 +458,9 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
     app.add_middleware(ChatCompletionsFastPath, gateway=gateway)
 
     @app.post("/v1/chat/completions", openapi_extra=_REQUEST_SCHEMA,
-              responses={400: {"description": "Bad request (OpenAI error shape)"},
+              responses={200: {"description": "The chat completion; server-sent events with `\"stream\": true`",
+                               "content": {"text/event-stream": {}}},
+                         400: {"description": "Bad request (OpenAI error shape)"},
                          401: {"description": "Unknown or revoked API key"},
                          413: {"description": "Body too large"}, 415: {"description": "Not JSON"}})
     async def chat_completions(request: Request) -> Response:
@@ -461,7 +479,7 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
                 "spooled": stats.spooled, "replayed": stats.replayed, "last_store_error": stats.last_error,
                 "routing_table_version": router.version if router is not None else None}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(gateway.metrics(), media_type="text/plain; version=0.0.4")
 

@@ -93,7 +93,9 @@ def seal(call: FinishedCall, key_ring: KeyRing | None) -> StoredCall:
     key_id, request, response = seal_payloads(call.call_id, call.request, response, key_ring)
     return StoredCall(call_id=call.call_id, agent_id=call.agent_id, workload_id=call.workload_id,
                       timestamp=call.timestamp, latency_ms=call.latency_ms, human_facing=call.human_facing,
-                      status="error" if failed else "ok", model=call.model, tags=tags, request_payload=request,
+                      # Postgres text cannot hold NUL; the sealed request keeps the model name as it came
+                      status="error" if failed else "ok", model=call.model.replace("\x00", "\ufffd"), tags=tags,
+                      request_payload=request,
                       response_payload=response, payload_key_id=key_id, source=SOURCE,
                       ingested_at=datetime.now(timezone.utc))
 

@@ -24,7 +24,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from slm_pipeline.core.lake import Lake
+from slm_pipeline.core.records import ChatResponse, describe_validation_error
 from slm_pipeline.core.refine.metrics import schema_errors, tool_schemas
 from slm_pipeline.core.refine.routing import Route, RoutingTable, load_routing_table
 from slm_pipeline.core.toolcalls import ParsedAnswer, ToolCall, score_answer, teacher_answer
@@ -62,13 +65,20 @@ def validate_answer(request: dict[str, Any], completion: dict[str, Any], answer_
         return "no choices in the answer"
     if choices[0].get("finish_reason") == "length":
         return "the answer was cut at max_tokens"
+    try:  # the shapes `teacher_answer` reads (message an object, tool calls with a function each, ...)
+        ChatResponse.model_validate(completion)
+    except ValidationError as exc:
+        return f"the answer is not a chat completion ({describe_validation_error(exc)[2]})"[:300]
     answer = _answer_of(completion)
     if answer.kind == "invalid":
         return answer.error
     if answer_kind == "tool_call":
         if answer.kind != "tool_call":
             return "no tool call in the answer of a tool-calling task"
-        problems = schema_errors(answer, tool_schemas(request.get("tools") or []))
+        try:
+            problems = schema_errors(answer, tool_schemas(request.get("tools") or []))
+        except Exception as exc:  # the agent's own schema may be unusable (unknown type, bad regex, dangling $ref)
+            return f"the request's tool schema cannot be checked ({exc.__class__.__name__})"  # its message quotes values
         return f"invalid tool call: {problems[0]}"[:300] if problems else None
     if answer_kind == "json" and answer.kind != "json":
         return "the answer is not a JSON object"

@@ -49,7 +49,8 @@ class _Builder:
 _SLOT = re.compile(r"\{([A-Z_]+)\}")
 
 
-def _values(fake: Faker, rng: random.Random, uk: Faker, de: Faker) -> dict[str, Callable[[], str]]:
+def value_generators(fake: Faker, rng: random.Random, uk: Faker, de: Faker) -> dict[str, Callable[[], str]]:
+    """A generator of realistic values per label (also the PII canaries of the reliability tests)."""
     def key() -> str:
         alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
         pick = rng.randrange(5)
@@ -155,7 +156,7 @@ def build_evalset(size: int = 2400, seed: int = 13) -> list[Sample]:
     fake, uk, de = Faker("en_US"), Faker("en_GB"), Faker("de_DE")
     for index, generator in enumerate((fake, uk, de)):
         generator.seed_instance(seed + index)
-    values = _values(fake, rng, uk, de)
+    values = value_generators(fake, rng, uk, de)
     samples = []
     for i in range(size):
         template = NEGATIVES[i % len(NEGATIVES)] if i % 6 == 5 else TEMPLATES[rng.randrange(len(TEMPLATES))]

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import orjson
 import polars as pl
 
-from slm_pipeline.core.collect import RAW_SCHEMA, RAW_TABLE
+from slm_pipeline.core.collect import RAW_SCHEMA, RAW_TABLE, open_payloads
+from slm_pipeline.core.crypto import KeyRing
 from slm_pipeline.core.curate.leaks import find_structured_identifiers
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.quarantine import QuarantineEntry, QuarantineFile, new_quarantine_path
@@ -254,12 +255,15 @@ def curate_agent(
     cache_path: Path | None = None,
     leak_sample: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
+    key_ring: KeyRing | None = None,
 ) -> PartitionCuration:
-    """Curate the agent's raw calls in the lake and write `curated_calls` and `dropped_calls` beside them."""
+    """Curate the agent's raw calls in the lake and write `curated_calls` and `dropped_calls` beside them.
+
+    Sealed raw payloads are opened in memory with `key_ring` (default: the one configured in the environment)."""
     started = time.monotonic()
+    key_ring = key_ring if key_ring is not None else KeyRing.from_environment()
     raw = lake.read(RAW_TABLE, agent_id)
-    if raw is None:
-        raw = pl.DataFrame(schema=RAW_SCHEMA)
+    raw = pl.DataFrame(schema=RAW_SCHEMA) if raw is None else open_payloads(raw, key_ring)
     analyzer = SegmentAnalyzer(config.analyzer, cache_path=cache_path, workers=config.workers)
     try:
         result = curate_calls(raw, analyzer, salt, config, on_progress)

@@ -8,6 +8,8 @@
 * `CREDIT_CARD`: any 12-19 digit run that passes the Luhn check (Presidio's own pattern wants 13+
   digits with a known prefix);
 * `PHONE_NUMBER`: North-American layouts with extensions, which phonenumbers scores low;
+* `PERSON`: a name where someone introduces or signs themselves ("my name is ...", "Regards, ..."),
+  which spaCy's small model misses for unusual surnames;
 * `US_SSN`: the ddd-dd-dddd layout, also for numbers Presidio rules out as not issued;
 * `EMAIL_ADDRESS`: Presidio's recognizer with an offline public-suffix check (the stock one fetches
   the suffix list from the network on first use).
@@ -76,7 +78,8 @@ class HighEntropyTokenRecognizer(PatternRecognizer):
         super().__init__(
             supported_entity="API_KEY",
             name="HighEntropyTokenRecognizer",
-            patterns=[Pattern("token", r"(?<![\w/.@-])[A-Za-z0-9_\-+/]{24,}={0,2}(?![\w/.@-])", 0.45)],
+            # A full stop may end the sentence after the token ("Our API key is ...."), not continue it.
+            patterns=[Pattern("token", r"(?<![\w/.@-])[A-Za-z0-9_\-+/]{24,}={0,2}(?![\w/@-]|\.[\w/])", 0.45)],
             context=["key", "token", "secret", "api", "auth", "bearer", "credential", "apikey"],
         )
 
@@ -147,8 +150,23 @@ NANP_PHONE_REGEX = (
     r"(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?!\d))"
 )
 INTERNATIONAL_PHONE_REGEX = r"(?P<value>(?<![\w+])\+\d{1,3}[\s.-]?(?:\(0\)\s?)?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}(?!\d))"
-BARE_PHONE_REGEX = r"(?P<value>(?<![\w.-])\d{10}(?![\w.-]))"
+BARE_PHONE_REGEX = r"(?P<value>(?<![\w.-])\d{10}(?![\w-]|\.\w))"  # a full stop may end the sentence
+# "call me back on ...": spaCy counts "call" and "back" as stop words, so Presidio's context words never see them.
+CUED_PHONE_REGEX = (r"(?i:\b(?:call|text|ring|reach|phone|contact)\s+(?:me|us)(?:\s+back)?\s+(?:on|at)\s+)"
+                    r"(?P<value>\+?\d[\d\s().-]{7,16}\d)(?![\w-]|\.\w)")
 PHONE_CONTEXT = ["phone", "call", "tel", "telephone", "mobile", "cell", "contact", "reach", "number", "sms", "text"]
+
+
+# A name where people introduce or sign themselves; spaCy's small model misses unusual surnames there.
+_NAME = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?"
+_NOT_A_NAME = r"(?!(?:My|I|The|Please|Our|Your|You|Use|Call|Ship|Send|Card|Thanks|Regards|Can|Could|And)\b)"
+_FULL_NAME = rf"{_NOT_A_NAME}{_NAME}(?:\s{_NOT_A_NAME}{_NAME}){{0,2}}"
+INTRODUCED_NAME_REGEXES = [
+    rf"(?i:\bmy\s+name\s+is|\bmy\s+name's|\bi\s+am|\bi'm|\bname\s*:)\s+(?P<value>{_FULL_NAME})"
+    r"(?=\s*(?:[,.!;)]|(?i:and|here|from)\b|$))",
+    rf"(?i:\bthis\s+is)\s+(?P<value>{_FULL_NAME})\s+(?i:writing|speaking|here)\b",
+    rf"(?i:\b(?:best\s+|kind\s+)?regards|\bthanks|\bcheers|\bsincerely|\bsigned|\bbest)\s*,\s+(?P<value>{_FULL_NAME})",
+]
 
 
 def luhn_valid(digits: str) -> bool:
@@ -186,7 +204,9 @@ def custom_recognizers() -> list[EntityRecognizer]:
         # Presidio drops SSN-shaped numbers it deems invalid (111-11-1111); a leak is a leak.
         GroupPatternRecognizer("US_SSN", [(r"(?P<value>(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-]))", 0.5)],
                                name="SsnLayoutRecognizer", flags=0),
+        GroupPatternRecognizer("PERSON", [(regex, 0.85) for regex in INTRODUCED_NAME_REGEXES],
+                               name="IntroducedNameRecognizer", flags=0),
         GroupPatternRecognizer("PHONE_NUMBER", [(NANP_PHONE_REGEX, 0.5), (INTERNATIONAL_PHONE_REGEX, 0.5),
-                                                (BARE_PHONE_REGEX, 0.3)],
+                                                (BARE_PHONE_REGEX, 0.3), (CUED_PHONE_REGEX, 0.7)],
                                name="LayoutPhoneRecognizer", flags=0, context=PHONE_CONTEXT),
     ]
