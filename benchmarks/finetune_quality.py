@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=None, help="only the N largest qualifying clusters")
     parser.add_argument("--skip", type=int, default=0, help="skip the S largest qualifying clusters (measured before)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slm_bench_finetune")
+    parser.add_argument("--method", choices=["lora", "full"], default="lora", help="LoRA adapters or all weights")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="default: TrainConfig's (1e-3, for LoRA); ~5e-5 for --method full")
+    parser.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default: TrainConfig's, 16)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,10 +76,12 @@ def main() -> None:
             dataset = build_task_dataset(agent, cluster["cluster_id"], cluster["label"], calls,
                                          DatasetConfig(max_examples=args.max_examples))
             jobs.append((agent, cluster, dataset))
+    overrides = {k: v for k, v in (("learning_rate", args.learning_rate), ("lora_r", args.lora_r)) if v is not None}
     jobs.sort(key=lambda j: -j[1]["size"])
     jobs = jobs[args.skip:][:args.clusters]
     print(f"\n{len(jobs)} tool-calling clusters with >= {args.min_examples} curated calls "
-          f"(of {args.calls:,} demo records); LoRA, {args.epochs} epoch(s), default TrainConfig otherwise\n")
+          f"(of {args.calls:,} demo records); {args.method}, {args.epochs} epoch(s), "
+          f"{'; '.join(f'{k} {v}' for k, v in overrides.items()) or 'default TrainConfig otherwise'}\n")
     header = (f"{'cluster':<32} {'n':>4} {'test':>4} | {'zero-shot name':>14} {'name+args':>9} | "
               f"{'tuned name':>10} {'name+args':>9} | {'train s':>7} {'peak MiB':>8} {'tok/s':>6}")
     print(header)
@@ -84,12 +90,14 @@ def main() -> None:
         name = f"{agent}:{cluster['cluster_id']} {cluster['label'].split()[0]}"[:32]
         test = dataset.split("test")
         zero = evaluate(base, tokenizer, test)
-        out = args.work / f"run-{agent}-{cluster['cluster_id']}-{args.epochs}"
+        variant = "".join(f"-{k}{v}" for k, v in overrides.items())
+        out = args.work / f"run-{agent}-{cluster['cluster_id']}-{args.epochs}" / f"{args.method}{variant}"
         data = out / "dataset.parquet"
         out.mkdir(parents=True, exist_ok=True)
         dataset.examples.write_parquet(data)
         spec = TrainSpec(base_model="smollm2-135m-instruct", base_folder=str(folder), dataset=str(data),
-                         output_dir=str(out), config=TrainConfig(epochs=args.epochs, eval_steps=10_000))
+                         output_dir=str(out), config=TrainConfig(epochs=args.epochs, eval_steps=10_000,
+                                                                 method=args.method, **overrides))
         (out / "spec.json").write_text(spec.model_dump_json())
         started = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

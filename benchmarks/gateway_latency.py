@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -127,6 +129,22 @@ def cpu_seconds(root: int) -> float:
     return sum(stats[pid][1] for pid in tree if pid in stats) / os.sysconf("SC_CLK_TCK")
 
 
+@contextlib.contextmanager
+def throwaway_store(kind: str, work: Path, prefix: str) -> Iterator[str]:
+    """A log-store URL for one benchmark run: a new Postgres database (dropped after) or a SQLite file."""
+    if kind != "postgres":
+        yield f"sqlite:///{work / 'store.sqlite'}"
+        return
+    database = f"{prefix}_{os.getpid()}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
 
@@ -146,13 +164,11 @@ def main() -> None:
                              "upstream to the others: the gateway then has cores of its own, as in production")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="slm_bench_gateway_"))
-    database = f"slm_bench_gateway_{os.getpid()}"
-    if args.store == "postgres":
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        store_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
-    else:
-        store_url = f"sqlite:///{work / 'store.sqlite'}"
+    with throwaway_store(args.store, work, "slm_bench_gateway") as store_url:
+        run(args, work, store_url)
+
+
+def run(args: argparse.Namespace, work: Path, store_url: str) -> None:
     processes: list[subprocess.Popen] = []
     gateway_pin: list[str] = []
     if args.gateway_cpus:
@@ -223,9 +239,6 @@ def main() -> None:
             if process.poll() is None:
                 process.terminate()
                 process.wait(30)
-        if args.store == "postgres":
-            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -36,11 +36,10 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import psycopg
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_latency import ADMIN_URL, BIN, free_port, percentile, requests, wait_ready  # noqa: E402
+from gateway_latency import BIN, free_port, percentile, requests, throwaway_store, wait_ready  # noqa: E402
 
 from slm_pipeline.core.crypto import new_key  # noqa: E402
 from slm_pipeline.core.store import LogStore  # noqa: E402
@@ -204,24 +203,13 @@ def main() -> None:
     parser.add_argument("--upstream-jitter-ms", type=float, default=0.0, help="plus uniform random 0..J ms")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="slm_bench_load_"))
-    database = f"slm_bench_load_{os.getpid()}"
-    if args.store == "postgres":
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        store_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
-    else:
-        store_url = f"sqlite:///{work / 'store.sqlite'}"
     print(f"open loop at {args.rate:g} requests/s for {args.seconds:g} s, demo requests with tools, store "
           f"{args.store}, payloads encrypted, upstream delay {args.upstream_delay_ms:g} ms + "
           f"0..{args.upstream_jitter_ms:g} ms, 1 gateway worker; {os.cpu_count()} CPUs shared by all\n", flush=True)
     started = time.monotonic()
-    try:
+    with throwaway_store(args.store, work, "slm_bench_load") as store_url:
         result = run_load(store_url, args.rate, args.seconds, work=work, upstream_delay_ms=args.upstream_delay_ms,
                           upstream_jitter_ms=args.upstream_jitter_ms)
-    finally:
-        if args.store == "postgres":
-            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     print(result.table())
     print(f"\n({time.monotonic() - started:.0f} s in all; gateway log: {work / 'gateway.log'})")
     sys.exit(0 if result.reconciles else 1)

@@ -84,6 +84,8 @@ def test_a_service_that_cannot_start_is_reported_with_its_log_and_the_others_are
         assert str(config.resolved_home / "logs" / "mlflow.log") in str(info.value)
         assert all(state.waiting_for == "not running" for state in stack.status())
         assert not list((config.resolved_home / "run").glob("*.json"))  # no pid file left behind
+        private = [config.resolved_home / "stack.json", *(config.resolved_home / "secrets").iterdir()]
+        assert len(private) == 3 and all(p.stat().st_mode & 0o077 == 0 for p in private)  # owner-only
     finally:
         busy.close()
         stack.down(purge=True)

@@ -63,8 +63,9 @@ def up(
     code_server_port: Annotated[Optional[int], typer.Option(help="Dagster code location, gRPC (default 4266).")
                                 ] = None,
 ) -> None:
-    """Create what is missing (databases, roles, secrets), start every service that is not running, and wait
-    until each is ready. Safe to run again. Stop with `slm-pipeline stack down`."""
+    """Create what is missing (databases, roles, secrets), start what is not running, wait until all are ready.
+
+    Safe to run again. Stop with `slm-pipeline stack down`."""
     given = {"home": home, "admin_url": admin_url, "database_prefix": database_prefix, "upstream_url": upstream,
              "dagster_port": dagster_port, "mlflow_port": mlflow_port, "gateway_port": gateway_port,
              "serving_port": serving_port, "code_server_port": code_server_port}
@@ -101,7 +102,8 @@ def status(home: Home = None) -> None:
 
 @stack_app.command("env")
 def env(home: Home = None) -> None:
-    """Print `export` lines that point `slm-pipeline` and `dagster` commands at the stack
-    (eval "$(slm-pipeline stack env)"), e.g. to import traffic or create agent keys."""
+    """Print `export` lines that point `slm-pipeline` and `dagster` commands at the stack.
+
+    Use it as eval "$(slm-pipeline stack env)", e.g. to import traffic or create agent keys."""
     for name, value in _existing(home).environment().items():
         print(f"export {name}={shlex.quote(value)}")

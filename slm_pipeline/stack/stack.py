@@ -124,7 +124,10 @@ class Stack:
         from slm_pipeline.core.store.roles import grant_roles
 
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "stack.json").write_text(self.config.model_dump_json(indent=1))
+        state = self.home / "stack.json"  # holds the admin URL (for `down --purge`): owner-only
+        state.touch(mode=0o600)
+        state.chmod(0o600)
+        state.write_text(self.config.model_dump_json(indent=1))
         for made in ensure_databases(self.config, self._passwords()):
             report(f"created {made}")
         env = self.environment()
