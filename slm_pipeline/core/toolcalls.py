@@ -69,7 +69,8 @@ def teacher_answer(response: dict[str, Any]) -> ParsedAnswer:
             try:
                 arguments = _loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError:
-                return ParsedAnswer("invalid", error=f"tool call {function.get('name')!r} has arguments that are not JSON")
+                name = str(function.get("name"))[:64]  # the model's text: bounded in a reason that gets logged
+                return ParsedAnswer("invalid", error=f"tool call {name!r} has arguments that are not JSON")
         calls.append(ToolCall(str(function.get("name")), arguments if isinstance(arguments, dict) else {}))
     if calls:
         return ParsedAnswer("tool_call", tool_calls=calls)

@@ -71,7 +71,7 @@ def validate_answer(request: dict[str, Any], completion: dict[str, Any], answer_
         return f"the answer is not a chat completion ({describe_validation_error(exc)[2]})"[:300]
     answer = _answer_of(completion)
     if answer.kind == "invalid":
-        return answer.error
+        return (answer.error or "unreadable answer")[:300]
     if answer_kind == "tool_call":
         if answer.kind != "tool_call":
             return "no tool call in the answer of a tool-calling task"
