@@ -53,7 +53,7 @@ def _payload(row: Mapping[str, Any], column: str, key_ring: KeyRing | None) -> s
         if key_ring is None:
             raise KeyRingError(f"call {row['call_id']} is encrypted (key {row['payload_key_id']!r}) and no key ring "
                                f"is configured: set {KEYS_ENV}")
-        key_ring.decrypt(row["payload_key_id"], data, row["call_id"])  # fails here, not in S2, on a foreign key
+        key_ring.require(row["payload_key_id"])  # a missing key fails here, in S1, not later in S2
         return _sealed_text(row["payload_key_id"], data)
     if key_ring is not None:
         return _sealed_text(*key_ring.encrypt(data, row["call_id"]))

@@ -83,8 +83,12 @@ class KeyRing:
         nonce = os.urandom(12)
         return self.active_id, nonce + self._ciphers[self.active_id].encrypt(nonce, plaintext, associated.encode())
 
-    def decrypt(self, key_id: str, sealed: bytes, associated: str) -> bytes:
+    def require(self, key_id: str) -> None:
+        """Raise, saying what to do, unless the ring holds `key_id`."""
         if key_id not in self.keys:
             raise KeyRingError(f"payload sealed with key {key_id!r}, which is not in the key ring; add it to "
                                f"{KEYS_ENV} (keep retired keys until no row uses them)")
+
+    def decrypt(self, key_id: str, sealed: bytes, associated: str) -> bytes:
+        self.require(key_id)
         return self._ciphers[key_id].decrypt(sealed[:12], sealed[12:], associated.encode())
