@@ -108,3 +108,40 @@ def test_a_broken_routing_artifact_never_costs_the_agent_its_answer(embedded_hom
     with LogStore(settings.resolved_database_url) as store:
         [row] = [r for batch in store.iter_calls("a") for r in batch if r["call_id"] == call_id]
     assert row["tags"]["route"] == "llm" and row["tags"]["route_reason"].startswith("routing failed: JSONDecodeError")
+
+
+def test_an_slm_server_that_is_down_slow_or_answers_is_told_apart(fake_upstream):
+    """What the gateway asks of the SLM server, against real sockets: the fake upstream answers with
+    a tool call as an SLM would; a closed port and a server that never answers give the LLM the call."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from slm_pipeline.gateway.app import Gateway
+    from slm_pipeline.gateway.calllog import FinishedCall
+    from slm_pipeline.gateway.config import GatewayConfig
+    from slm_pipeline_tests.servers import free_port
+
+    async def ask(serving_url: str) -> tuple[bytes | None, dict]:
+        gateway = Gateway(GatewayConfig(serving_url=serving_url, slm_timeout_s=0.3), keys=None, call_log=None)
+        call = FinishedCall("c1", "a", datetime.now(timezone.utc), 0.0, False, None, "gpt-4o", {}, b"{}", {})
+        try:
+            return await gateway._ask_slm("slm-a-c001", REQUEST, None, call), call.tags
+        finally:
+            await gateway.aclose()
+
+    async def scenarios() -> list[tuple[bytes | None, dict]]:
+        silent = await asyncio.start_server(lambda reader, writer: reader.read(), "127.0.0.1", 0)
+        silent_url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/v1"
+        try:
+            return [await ask(fake_upstream), await ask(f"http://127.0.0.1:{free_port()}/v1"), await ask(silent_url),
+                    await ask("ftp://127.0.0.1/v1")]
+        finally:
+            silent.close()
+
+    (answered, tags), (_, down), (_, slow), (_, bad_url) = asyncio.run(scenarios())
+    assert json.loads(answered)["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup_order"
+    assert "fallback_reason" not in tags and tags["slm_model"] == "slm-a-c001"
+    assert down["route"] == "fallback" and down["fallback_reason"].startswith(
+        "the SLM server did not answer: UpstreamError: could not connect to 127.0.0.1:")
+    assert slow["fallback_reason"] == "the SLM server did not answer within 0.3 s" and 300 <= slow["slm_ms"] < 2000
+    assert bad_url["fallback_reason"].startswith("the SLM server did not answer: ValueError: the upstream URL must be")

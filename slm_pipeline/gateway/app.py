@@ -25,21 +25,21 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-import aiohttp
 import orjson
 from fastapi import FastAPI, Request
-from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from slm_pipeline.core.records import ChatRequest, describe_validation_error
+from slm_pipeline.core.records import ChatRequest
 from slm_pipeline.core.store.keys import ApiKey
 from slm_pipeline.gateway.auth import KeyCache
 from slm_pipeline.gateway.calllog import CallLog, FinishedCall, response_json
+from slm_pipeline.gateway.chat_body import MAX_MODEL_CHARS, chat_fields
 from slm_pipeline.gateway.config import GatewayConfig
 from slm_pipeline.gateway.errors import GatewayError, bad_request
 from slm_pipeline.gateway.routing import RouteDecision, Router, agrees, slm_request, validate_answer
 from slm_pipeline.gateway.sse import StreamAssembler, completion_events
+from slm_pipeline.gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _inlined(node: Any, defs: dict[str, Any]) -> Any:
 
 _CHAT_SCHEMA = ChatRequest.model_json_schema()
 _CHAT_SCHEMA = _inlined(_CHAT_SCHEMA, _CHAT_SCHEMA.get("$defs", {}))
-_CHAT_SCHEMA["properties"]["model"]["maxLength"] = 256  # longer names get 400 (`_chat_request`)
+_CHAT_SCHEMA["properties"]["model"]["maxLength"] = MAX_MODEL_CHARS  # longer names get 400 (`chat_fields`)
 _REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {"schema": _CHAT_SCHEMA}}}}
 
 
@@ -77,20 +77,39 @@ _NOT_RETURNED = frozenset({"content-length", "content-type", "content-encoding",
                            "keep-alive", "date", "server", "set-cookie"})
 
 
-def _returned(upstream: aiohttp.ClientResponse, call_id: str) -> dict[str, str]:
+def _returned(upstream: UpstreamResponse, call_id: str) -> dict[str, str]:
     """The upstream's response headers an agent may use (`x-ratelimit-*`, `openai-processing-ms`,
     `x-request-id`, `retry-after`), and the call id."""
-    headers = {name.lower(): value for name, value in upstream.headers.items() if name.lower() not in _NOT_RETURNED}
+    headers = {name: value for name, value in upstream.headers.items() if name not in _NOT_RETURNED}
     headers[CALL_ID_HEADER] = call_id
     return headers
 
 
-def _forwarded(request: Request, call_id: str) -> dict[str, str]:
+def _forwarded(headers: dict[str, str], call_id: str) -> dict[str, str]:
     """The client's headers that the upstream may need (OpenAI-Beta, ...), not its credentials or ours."""
-    headers = {name: value for name, value in request.headers.items()
-               if name not in _NOT_FORWARDED and not name.startswith("x-slm-")}
-    headers[CALL_ID_HEADER] = call_id
-    return headers
+    forwarded = {name: value for name, value in headers.items()
+                 if name not in _NOT_FORWARDED and not name.startswith("x-slm-")}
+    forwarded[CALL_ID_HEADER] = call_id
+    return forwarded
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """An ASGI request's headers by (lowercase) name; of a repeated header, the first."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
+
+
+class RawResponse(Response):
+    """Starlette's `Response` minus its header normalising, on the gateway's busiest path."""
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str], media_type: str) -> None:
+        self.body, self.status_code, self.background = body, status, None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()),
+                            (b"content-type", media_type.encode("latin-1")),
+                            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())]
+
+
+class ClientGone(Exception):
+    """The agent hung up before its request body arrived."""
 
 
 class Gateway:
@@ -103,76 +122,65 @@ class Gateway:
         self.rejected: Counter[str] = Counter()
         self.routes: Counter[str] = Counter()
         self.logged = 0
-        self.client: aiohttp.ClientSession | None = None
-        self.slm_client: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
+        self.slm_clients: dict[str, UpstreamClient] = {}  # by the SLM server's base URL
         self._shadows: set[asyncio.Task[None]] = set()
         self._id_prefix, self._ids = secrets.token_hex(6), itertools.count()  # call ids: unique, and cheap
 
     def open(self) -> None:
-        """The upstream client: aiohttp, whose connection pool costs ~20x less CPU per request than
-        httpx's at 50 concurrent requests (benchmarks/RESULTS.md; encode/httpx#3215)."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.config.upstream_timeout_s)
-        self.client = aiohttp.ClientSession(
-            base_url=self.config.upstream_url.rstrip("/") + "/", headers=self.config.upstream_headers(),
-            connector=aiohttp.TCPConnector(limit=self.config.upstream_max_connections, ttl_dns_cache=300),
-            timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",))
-        if self.router is not None:
-            self.slm_client = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.slm_timeout_s, sock_connect=5),
-                headers={"content-type": "application/json"}, skip_auto_headers=("User-Agent",))
+        """The upstream client (`upstream.py`: a lean keep-alive pool; benchmarks/RESULTS.md has what
+        httpx and aiohttp cost per request)."""
+        self.client = UpstreamClient(self.config.upstream_url, headers=self.config.upstream_headers(),
+                                     max_connections=self.config.upstream_max_connections, connect_timeout_s=10,
+                                     read_timeout_s=self.config.upstream_timeout_s)
+
+    def _slm_client(self, url: str) -> UpstreamClient:
+        client = self.slm_clients.get(url)
+        if client is None:  # a new table may name a new server; the URLs seen stay few
+            client = self.slm_clients[url] = UpstreamClient(
+                url, headers={"content-type": "application/json"}, max_connections=self.config.upstream_max_connections,
+                connect_timeout_s=5, read_timeout_s=self.config.slm_timeout_s)
+        return client
 
     async def aclose(self) -> None:
         if self._shadows:
             await asyncio.wait(self._shadows, timeout=self.config.slm_timeout_s)
         if self.client is not None:
             await self.client.close()
-        if self.slm_client is not None:
-            await self.slm_client.close()
+        for client in self.slm_clients.values():
+            await client.close()
 
     # --- checks ----------------------------------------------------------------------------
 
-    async def _body(self, request: Request) -> bytes:
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise GatewayError(415, f"Content-Type must be application/json, got {media_type or 'none'!r}.",
                                "invalid_request_error", "unsupported_media_type")
         limit = self.config.max_body_bytes
-        too_large = GatewayError(413, f"Request body exceeds the gateway's limit of {limit:,} bytes "
-                                      "(SLM_PIPELINE_GATEWAY_MAX_BODY_BYTES).",
-                                 "invalid_request_error", "request_too_large")
-        declared = request.headers.get("content-length", "")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise too_large
+            raise self._too_large()
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise self._too_large()
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self) -> GatewayError:
+        return GatewayError(413, f"Request body exceeds the gateway's limit of {self.config.max_body_bytes:,} bytes "
+                                 "(SLM_PIPELINE_GATEWAY_MAX_BODY_BYTES).", "invalid_request_error", "request_too_large")
 
     @staticmethod
-    def _chat_request(body: bytes) -> ChatRequest:
-        """The body validated as a chat request (one pass in pydantic-core, JSON parsing included)."""
-        try:
-            chat = ChatRequest.model_validate_json(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            if first["type"] == "json_invalid":
-                raise bad_request(f"We could not parse the JSON body of your request: {first['msg']}.",
-                                  "invalid_json") from None
-            if not first["loc"]:
-                raise bad_request("The request body must be a JSON object.", "invalid_json") from None
-            _, where, message = describe_validation_error(exc)
-            code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
-            raise bad_request(f"Invalid request: {message}.", code, where) from None
-        if len(chat.model) > 256:
-            raise bad_request("Invalid request: 'model' is longer than 256 characters.", "invalid_value", "model")
-        return chat
-
-    @staticmethod
-    def _human_facing(request: Request, key: ApiKey) -> bool:
-        value = request.headers.get(HUMAN_FACING_HEADER)
+    def _human_facing(headers: dict[str, str], key: ApiKey) -> bool:
+        value = headers.get(HUMAN_FACING_HEADER)
         if value is None:
             return key.human_facing
         if value.strip().lower() in _TRUE | _FALSE:
@@ -182,27 +190,29 @@ class Gateway:
 
     # --- handlers --------------------------------------------------------------------------
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, headers: dict[str, str], receive: Receive) -> Response | None:
+        """The response to POST /v1/chat/completions (None: the agent hung up before sending its body)."""
         started = time.perf_counter()
         timestamp = datetime.now(timezone.utc)
         self.received += 1
         try:
-            key = await self.keys.authenticate(request.headers.get("authorization"))
-            body = await self._body(request)
-            chat = self._chat_request(body)
-            human_facing = self._human_facing(request, key)
-            workload = request.headers.get(WORKLOAD_HEADER)
+            key = await self.keys.authenticate(headers.get("authorization"))
+            body = await self._body(headers, receive)
+            model, stream = chat_fields(body)
+            human_facing = self._human_facing(headers, key)
+            workload = headers.get(WORKLOAD_HEADER)
             if workload is not None and len(workload) > 256:
                 raise bad_request(f"Header {WORKLOAD_HEADER} is longer than 256 characters.", "invalid_header",
                                   WORKLOAD_HEADER)
         except GatewayError as error:
             self.rejected[error.reason] += 1
             return error.response()
-        stream = (chat.model_extra or {}).get("stream") is True
+        except ClientGone:
+            self.rejected["client_disconnected"] += 1
+            return None
         call = FinishedCall(call_id=f"gw-{self._id_prefix}{next(self._ids):010x}", agent_id=key.agent_id,
                             timestamp=timestamp, latency_ms=0.0, human_facing=human_facing, workload_id=workload,
-                            model=chat.model, tags={"route": "llm", "stream": stream}, request=body, response={})
-        headers = {CALL_ID_HEADER: call.call_id}
+                            model=model, tags={"route": "llm", "stream": stream}, request=body, response={})
         decision = None
         if self.router is not None and self.router.routes_agent(key.agent_id):
             if human_facing:
@@ -226,20 +236,19 @@ class Gateway:
         assert self.client is not None
         call.upstream_started = time.perf_counter()
         try:
-            upstream = await self.client.post("chat/completions", data=body,
-                                              headers=_forwarded(request, call.call_id))
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return self._failed(call, started, headers, self._upstream_error(exc))
+            upstream = await self.client.request("POST", "chat/completions", body, _forwarded(headers, call.call_id))
+        except (TimeoutError, UpstreamError) as exc:
+            return self._failed(call, started, {CALL_ID_HEADER: call.call_id}, self._upstream_error(exc))
         call.tags["upstream_status"] = upstream.status
         media_type = upstream.headers.get("content-type", "application/json")
-        headers = _returned(upstream, call.call_id)
+        returned = _returned(upstream, call.call_id)
         if upstream.status == 200 and media_type.startswith("text/event-stream"):
             return StreamingResponse(self._relay(upstream, call, started), status_code=200, media_type=media_type,
-                                     headers={"cache-control": "no-cache", **headers})
+                                     headers={"cache-control": "no-cache", **returned})
         try:
             content = await upstream.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return self._failed(call, started, headers, self._upstream_error(exc))
+        except (TimeoutError, UpstreamError) as exc:
+            return self._failed(call, started, returned, self._upstream_error(exc))
         finally:
             upstream.release()
         call.response = content
@@ -253,7 +262,7 @@ class Gateway:
             if call.tags["route"] == "shadow":
                 call.tags.update(route="llm", route_reason=f"the LLM answered HTTP {upstream.status}: not shadowed")
             self._log(call, started)
-        return Response(content, upstream.status, headers=headers, media_type=media_type)
+        return RawResponse(content, upstream.status, returned, media_type)
 
     # --- S6: the SLM route -------------------------------------------------------------------
 
@@ -270,17 +279,23 @@ class Gateway:
         if url is None:
             reason = "no SLM server configured (SLM_PIPELINE_GATEWAY_SERVING_URL or the table's serving_url)"
         else:
-            assert self.slm_client is not None
             try:
-                async with self.slm_client.post(f"{url}/chat/completions", data=slm_request(request, model)) as answer:
-                    content, status = await answer.read(), answer.status
+                async with asyncio.timeout(self.config.slm_timeout_s):
+                    answer = await self._slm_client(url).request("POST", "chat/completions",
+                                                                 slm_request(request, model))
+                    try:
+                        content, status = await answer.read(), answer.status
+                    finally:
+                        answer.release()
                 if status != 200:
                     reason = f"the SLM server answered HTTP {status}"
                 else:
                     completion = response_json(content)
                     reason = "the SLM server's answer is not JSON" if completion is None else \
                         validate_answer(request, completion, answer_kind)
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except TimeoutError:
+                reason = f"the SLM server did not answer within {self.config.slm_timeout_s:g} s"
+            except (UpstreamError, ValueError) as exc:  # ValueError: the URL is not http(s)
                 reason = f"the SLM server did not answer: {exc.__class__.__name__}: {exc}"[:300]
         call.tags.update(slm_model=model, slm_ms=round((time.perf_counter() - asked) * 1000, 3))
         if reason is not None:
@@ -318,17 +333,16 @@ class Gateway:
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _relay(self, upstream: aiohttp.ClientResponse, call: FinishedCall,
-                     started: float) -> AsyncIterator[bytes]:
+    async def _relay(self, upstream: UpstreamResponse, call: FinishedCall, started: float) -> AsyncIterator[bytes]:
         """The upstream's event stream, byte for byte; logged, reassembled, when it ends."""
         assembler = StreamAssembler()
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.chunks():
                 if "ttft_ms" not in call.tags:
                     call.tags["ttft_ms"] = round((time.perf_counter() - started) * 1000, 3)
                 assembler.feed(chunk)
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, UpstreamError) as exc:
             call.tags["stream_error"] = f"{exc.__class__.__name__}: {exc}"[:300]
         except (asyncio.CancelledError, GeneratorExit):
             call.tags["client_disconnected"] = True
@@ -372,9 +386,12 @@ class Gateway:
             return error.response()
         assert self.client is not None
         try:
-            async with self.client.get("models") as upstream:
+            upstream = await self.client.request("GET", "models")
+            try:
                 content = await upstream.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            finally:
+                upstream.release()
+        except (TimeoutError, UpstreamError) as exc:
             return self._upstream_error(exc).response()
         return Response(content, upstream.status, media_type=upstream.headers.get("content-type", "application/json"))
 
@@ -402,20 +419,20 @@ class Gateway:
         return "\n".join(lines) + "\n"
 
 
-class ChatCompletionsFastPath:
-    """ASGI middleware: POST /v1/chat/completions goes straight to the gateway's handler, past
-    FastAPI's routing and endpoint machinery (a quarter of the gateway's CPU per call, see
-    benchmarks/RESULTS.md). The route stays declared on the app, for the OpenAPI schema."""
+class GatewayApp(FastAPI):
+    """FastAPI, except that POST /v1/chat/completions goes straight to the gateway's handler, past
+    FastAPI's middleware, routing and endpoint machinery (most of the gateway's CPU per call, see
+    benchmarks/RESULTS.md). The route stays declared, for the OpenAPI schema."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
-        self.app, self.gateway = app, gateway
+    gateway: Gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/chat/completions":
-            response = await self.gateway.chat_completions(Request(scope, receive))
-            await response(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
+            response = await self.gateway.chat_completions(request_headers(scope), receive)
+            if response is not None:
+                await response(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
 
 
 def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router: Router | None = None) -> FastAPI:
@@ -452,10 +469,9 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
             await gateway.aclose()
             await asyncio.to_thread(call_log.close)
 
-    app = FastAPI(title="slm_pipeline gateway", version="1", lifespan=lifespan,
-                  description="OpenAI-compatible logging proxy of slm_pipeline (S1 collect).")
-    app.state.gateway = gateway
-    app.add_middleware(ChatCompletionsFastPath, gateway=gateway)
+    app = GatewayApp(title="slm_pipeline gateway", version="1", lifespan=lifespan,
+                     description="OpenAI-compatible logging proxy of slm_pipeline (S1 collect).")
+    app.gateway = app.state.gateway = gateway
 
     @app.post("/v1/chat/completions", openapi_extra=_REQUEST_SCHEMA,
               responses={200: {"description": "The chat completion; server-sent events with `\"stream\": true`",
@@ -465,7 +481,8 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
                          413: {"description": "Body too large"}, 415: {"description": "Not JSON"}})
     async def chat_completions(request: Request) -> Response:
         """Create a chat completion through the upstream (streaming with `"stream": true`), and log it."""
-        return await gateway.chat_completions(request)
+        # GatewayApp answers it before FastAPI's routing; this is the same handler, for the docs
+        return await gateway.chat_completions(request_headers(request.scope), request.receive) or Response(None, 400)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

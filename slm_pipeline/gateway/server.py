@@ -56,8 +56,9 @@ def serve(app: FastAPI | None, host: str = "127.0.0.1", port: int = 8080, *, wor
     # The call log's writer thread seals batches while the event loop serves requests: a shorter GIL
     # switch interval (default 5 ms) keeps the writer from delaying replies (benchmarks/RESULTS.md).
     sys.setswitchinterval(0.0005)
+    # No proxy-headers middleware: the gateway never uses the client's address, and it costs every call.
     options = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "access_log": access_log,
-               "log_level": log_level, "timeout_graceful_shutdown": 30}
+               "log_level": log_level, "timeout_graceful_shutdown": 30, "proxy_headers": False}
     if workers > 1:
         uvicorn.run("slm_pipeline.gateway.server:app_from_environment", factory=True, workers=workers, **options)
     else:
