@@ -1,16 +1,18 @@
 """Gateway overhead: added latency and throughput against calling the upstream directly, side by side.
 
-    python benchmarks/gateway_latency.py [--seconds 10] [--levels 1,50,200] [--upstream-delay-ms 0]
-        [--upstream-jitter-ms 0] [--workers 1] [--gateway-cpus 1] [--store postgres|sqlite]
+    python benchmarks/gateway_latency.py [--seconds 10] [--rounds 3] [--levels 1,50,200]
+        [--upstream-delay-ms 0] [--upstream-jitter-ms 0] [--workers 1] [--gateway-cpus 1]
+        [--store postgres|sqlite]
 
 The script starts, as separate processes, the fake OpenAI-compatible upstream
 (`slm_pipeline.gateway.fake_upstream`) and `slm-pipeline gateway` in front of it, logging to a
 throw-away Postgres database on the local server (`--store sqlite` for the embedded store), payloads
-encrypted. For each number of concurrent clients it runs the same closed loop twice, back to back:
-straight to the upstream (the baseline), then through the gateway. Requests are real demo-agent
-calls (system prompt, tools, ~2 KB). Printed per level: requests/s, p50 and p99 latency of both,
-and the gateway's added latency, two ways: *added*, gateway minus direct per percentile; and
-*beyond upstream*, per call, the client's latency minus the time the upstream says it spent
+encrypted. For each number of concurrent clients it runs the same closed loop on both paths in
+turn, `--rounds` times: straight to the upstream (the baseline), then through the gateway. Requests
+are real demo-agent calls (system prompt, tools, ~2 KB). Printed per level: requests/s, p50 and p99
+latency of both (over all rounds), and the gateway's added latency, two ways: *added*, gateway minus
+direct per percentile (and the added p99 of each round, min..max, to show the noise); and *beyond
+upstream*, per call, the client's latency minus the time the upstream says it spent
 (`openai-processing-ms`, which the gateway passes on), for both paths and their difference, so
 that the upstream's own jitter cancels out. At the end the gateway's call log is reconciled
 against what was sent: calls sent = calls stored, no duplicates.
@@ -152,6 +154,9 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each path per level, in turn (direct, gateway, direct, ...); percentiles "
+                             "are over all of them, and the added p99 of each round is shown as a range")
     parser.add_argument("--levels", default="1,50,200", help="numbers of concurrent clients")
     parser.add_argument("--upstream-delay-ms", type=float, default=0.0, help="simulated LLM time per call")
     parser.add_argument("--upstream-jitter-ms", type=float, default=0.0,
@@ -195,7 +200,8 @@ def run(args: argparse.Namespace, work: Path, store_url: str) -> None:
         bodies = requests(200)
         size = statistics.mean(len(b) for b in bodies)
         headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
-        print(f"{len(bodies)} demo requests ({size:,.0f} bytes on average), {args.seconds:g} s per run, "
+        print(f"{len(bodies)} demo requests ({size:,.0f} bytes on average), {args.rounds} x {args.seconds:g} s per "
+              "level and path, "
               f"upstream delay {args.upstream_delay_ms:g} ms + 0..{args.upstream_jitter_ms:g} ms, store {args.store}, "
               f"payloads encrypted, {args.workers} gateway worker(s)"
               + (f" pinned to CPU {args.gateway_cpus}" if args.gateway_cpus else "") + "\n")
@@ -203,25 +209,34 @@ def run(args: argparse.Namespace, work: Path, store_url: str) -> None:
         sent = len(warm)
         asyncio.run(closed_loop(direct, headers, bodies, 10, 1.0))
         print(f"{'clients':>7} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | {'gateway rps':>11} {'p50 ms':>7} "
-              f"{'p99 ms':>7} | {'added p50':>9} {'p99':>6} | beyond upstream p50/p99: {'direct':>11} "
-              f"{'gateway':>11} {'added':>11} | {'gw CPU us/call':>14}")
+              f"{'p99 ms':>7} | {'added p50':>9} {'p99':>6} | {'p99 by round':>14} | beyond upstream p50/p99: "
+              f"{'direct':>11} {'gateway':>11} {'added':>11} | {'gw CPU us/call':>14}")
         for clients in (int(c) for c in args.levels.split(",")):
-            base_beyond: list[float] = []
-            via_beyond: list[float] = []
-            base, base_errors, base_wall = asyncio.run(closed_loop(direct, headers, bodies, clients, args.seconds,
-                                                                   base_beyond))
-            cpu_before = cpu_seconds(processes[1].pid)
-            via, via_errors, via_wall = asyncio.run(closed_loop(gateway, headers, bodies, clients, args.seconds,
-                                                                via_beyond))
-            cpu_per_call = (cpu_seconds(processes[1].pid) - cpu_before) / len(via) * 1e6
+            base, via, base_beyond, via_beyond = [], [], [], []
+            base_wall = via_wall = cpu = 0.0
+            base_errors = via_errors = 0
+            round_added: list[float] = []
+            for _ in range(args.rounds):  # direct and gateway in turn: slow drifts of the machine hit both
+                latencies, errors, wall = asyncio.run(closed_loop(direct, headers, bodies, clients, args.seconds,
+                                                                  base_beyond))
+                base += latencies
+                base_errors, base_wall = base_errors + errors, base_wall + wall
+                cpu_before = cpu_seconds(processes[1].pid)
+                round_via, errors, wall = asyncio.run(closed_loop(gateway, headers, bodies, clients, args.seconds,
+                                                                  via_beyond))
+                cpu += cpu_seconds(processes[1].pid) - cpu_before
+                via += round_via
+                via_errors, via_wall = via_errors + errors, via_wall + wall
+                round_added.append(percentile(round_via, 99) - percentile(latencies, 99))
             sent += len(via)
             b50, b99, g50, g99 = (percentile(base, 50), percentile(base, 99), percentile(via, 50), percentile(via, 99))
             o50, o99 = percentile(base_beyond, 50), percentile(base_beyond, 99)
             v50, v99 = percentile(via_beyond, 50), percentile(via_beyond, 99)
             print(f"{clients:>7} | {len(base) / base_wall:>10,.0f} {b50:>7.2f} {b99:>7.2f} | {len(via) / via_wall:>11,.0f} "
-                  f"{g50:>7.2f} {g99:>7.2f} | {g50 - b50:>9.2f} {g99 - b99:>6.2f} | {'':>24}"
+                  f"{g50:>7.2f} {g99:>7.2f} | {g50 - b50:>9.2f} {g99 - b99:>6.2f} | "
+                  f"{min(round_added):>6.2f}..{max(round_added):<6.2f} | "
                   f"{o50:>5.2f}/{o99:<5.2f} {v50:>5.2f}/{v99:<5.2f} {v50 - o50:>5.2f}/{v99 - o99:<5.2f} | "
-                  f"{cpu_per_call:>14,.0f}"
+                  f"{cpu / len(via) * 1e6:>14,.0f}"
                   + (f"  errors: direct {base_errors}, gateway {via_errors}" if base_errors or via_errors else ""),
                   flush=True)
         processes[1].terminate()  # a graceful stop flushes the call log

@@ -34,7 +34,7 @@ from slm_pipeline.core.records import ChatRequest
 from slm_pipeline.core.store.keys import ApiKey
 from slm_pipeline.gateway.auth import KeyCache
 from slm_pipeline.gateway.calllog import CallLog, FinishedCall, response_json
-from slm_pipeline.gateway.chat_body import MAX_MODEL_CHARS, chat_fields
+from slm_pipeline.gateway.chat_payloads import MAX_MODEL_CHARS, chat_fields
 from slm_pipeline.gateway.config import GatewayConfig
 from slm_pipeline.gateway.errors import GatewayError, bad_request
 from slm_pipeline.gateway.routing import RouteDecision, Router, agrees, slm_request, validate_answer

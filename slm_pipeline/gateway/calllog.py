@@ -22,12 +22,13 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from slm_pipeline.core.crypto import KeyRing
 from slm_pipeline.core.importer import seal_payloads
-from slm_pipeline.core.records import ErrorResponse, Response, describe_validation_error
+from slm_pipeline.core.records import describe_validation_error
 from slm_pipeline.core.store import LogStore, StoredCall
+from slm_pipeline.gateway.chat_payloads import response_kind
 from slm_pipeline.gateway.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -69,19 +70,13 @@ def _is_outage(exc: sa.exc.DBAPIError) -> bool:
     return not isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)) or exc.connection_invalidated
 
 
-_RESPONSE: TypeAdapter[Any] = TypeAdapter(Response)
-
-
 def seal(call: FinishedCall, key_ring: KeyRing | None) -> StoredCall:
     """The store row of a call, payloads encrypted. The request was validated when it arrived; here
     the response is (an answer that is not a chat completion is logged as a failed call)."""
     tags = call.tags
     try:
-        if isinstance(call.response, bytes):
-            parsed, response = _RESPONSE.validate_json(call.response), call.response
-        else:
-            parsed, response = _RESPONSE.validate_python(call.response), orjson.dumps(call.response)
-        failed = isinstance(parsed, ErrorResponse)
+        failed = response_kind(call.response) == "error"
+        response = call.response if isinstance(call.response, bytes) else orjson.dumps(call.response)
     except ValidationError as exc:
         _, where, message = describe_validation_error(exc)
         original = call.response if isinstance(call.response, dict) else (

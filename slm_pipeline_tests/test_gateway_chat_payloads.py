@@ -1,4 +1,5 @@
-"""The gateway's quick check of a chat request body agrees with `ChatRequest`, the rule it speeds up."""
+"""The gateway's quick checks of chat payloads agree with the pydantic models they speed up:
+`ChatRequest` for requests, `Response` for the upstream's answers."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from slm_pipeline.core.records import ROLES, ChatRequest
-from slm_pipeline.gateway.chat_body import certainly_valid, chat_fields
+from slm_pipeline.core.records import ROLES, ChatRequest, ErrorResponse
+from slm_pipeline.core.records import Response as ResponseModel
+from slm_pipeline.gateway.chat_payloads import certainly_a_response, certainly_valid, chat_fields, response_kind
 from slm_pipeline.gateway.errors import GatewayError
 
 # the strategies below are large; hypothesis warns about the size of their repr
@@ -137,9 +139,50 @@ def test_every_single_fault_in_a_full_request_is_judged_as_chat_request_judges_i
     assert cases > 500
 
 
-def test_the_quick_check_takes_the_common_case(demo_request_bodies: list[bytes]) -> None:
-    """Real agent requests need no pydantic: this is where the time goes."""
-    assert all(certainly_valid(body) is not None for body in demo_request_bodies)
+FULL_COMPLETION = {  # every field of a chat completion the schema types
+    "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+    "choices": [
+        {"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}},
+        {"index": 1, "finish_reason": None, "message": {"role": "assistant", "content": "ok", "name": "n"}}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+}
+FULL_ERROR = {"error": {"message": "busy", "type": "server_error", "param": None, "code": 503}}
+RESPONSES: TypeAdapter[Any] = TypeAdapter(ResponseModel)
+
+
+def kind_by_pydantic(body: bytes) -> str | None:
+    try:
+        parsed = RESPONSES.validate_json(body)
+    except ValidationError:
+        return None
+    return "error" if isinstance(parsed, ErrorResponse) else "completion"
+
+
+@pytest.mark.parametrize("full", [FULL_COMPLETION, FULL_ERROR], ids=["completion", "error"])
+def test_every_single_fault_in_an_answer_is_judged_as_the_response_model_judges_it(full: dict) -> None:
+    import copy
+
+    assert certainly_a_response(orjson.dumps(full)) is not None
+    for path in places(full):
+        for replacement, drop in [(value, False) for value in REPLACEMENTS] + [(None, True)]:
+            body = orjson.dumps(mutated(copy.deepcopy(full), path, replacement, drop))
+            expected, quick = kind_by_pydantic(body), certainly_a_response(body)
+            assert quick is None or quick == expected, (path, replacement, drop)
+            if expected is None:
+                with pytest.raises(ValidationError):
+                    response_kind(body)
+            else:
+                assert response_kind(body) == expected
+
+
+def test_the_quick_checks_take_the_common_case(demo_calls: list[dict]) -> None:
+    """Real agent requests and answers need no pydantic: this is where the time goes."""
+    requests = [orjson.dumps(call["request"]) for call in demo_calls]
+    answers = [body for body in (orjson.dumps(call["response"]) for call in demo_calls) if kind_by_pydantic(body)]
+    assert len(answers) > 0.9 * len(demo_calls)  # the demo's broken calls aside
+    assert all(certainly_valid(body) is not None for body in requests)
+    assert all(certainly_a_response(body) is not None for body in answers)
 
 
 @pytest.mark.parametrize("body", [
@@ -159,7 +202,7 @@ def test_what_orjson_and_pydantic_read_differently_is_decided_by_pydantic(body: 
 
 
 @pytest.fixture(scope="module")
-def demo_request_bodies() -> list[bytes]:
+def demo_calls() -> list[dict]:
     from slm_pipeline.core.demo import generate
 
-    return [orjson.dumps(call.record["request"]) for call in generate(300, seed=5)]
+    return [call.record for call in generate(300, seed=5)]

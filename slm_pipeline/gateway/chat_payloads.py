@@ -1,10 +1,12 @@
-"""The body of POST /v1/chat/completions, checked: the fields the gateway needs, or a 400 that says what is wrong.
+"""Chat payloads through the gateway, checked: a request's fields (or a 400 that says what is
+wrong), and whether the upstream's answer is a chat completion or an error.
 
-The rule is `core.records.ChatRequest` (pydantic). Most bodies are plainly valid, so a quick check
-in plain Python over orjson's parse comes first: it accepts only bodies that `ChatRequest` accepts
-too (tested against it with generated bodies), and anything it is not sure of goes to pydantic,
-which then decides and words the error. That halves the cost of the check on the gateway's
-busiest path (benchmarks/RESULTS.md).
+The rules are `core.records.ChatRequest` and `core.records.Response` (pydantic). Most payloads are
+plainly valid, so a quick check in plain Python over orjson's parse comes first: it accepts only
+what the pydantic model accepts too (tested against it, fault by fault), and anything it is not
+sure of goes to pydantic, which then decides and words the error. That cuts the cost of the check
+by more than half (benchmarks/RESULTS.md); the request's check is on every call's path, the
+answer's in the call log's writer.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from slm_pipeline.core.records import ROLES, ChatRequest, describe_validation_error
+from slm_pipeline.core.records import ROLES, ChatRequest, ErrorResponse, describe_validation_error
+from slm_pipeline.core.records import Response as _Response
 from slm_pipeline.gateway.errors import bad_request
 
 MAX_MODEL_CHARS = 256
@@ -23,6 +26,10 @@ _ROLES = frozenset(ROLES)
 
 def _optional_str(value: Any) -> bool:
     return value is None or type(value) is str
+
+
+def _optional_int(value: Any) -> bool:
+    return value is None or type(value) is int
 
 
 def _function_call(value: Any) -> bool:
@@ -52,6 +59,22 @@ def _tool(value: Any) -> bool:
     return (type(function) is dict and type(function.get("name")) is str
             and _optional_str(function.get("description"))
             and (function.get("parameters") is None or type(function.get("parameters")) is dict))
+
+
+def _choice(value: Any) -> bool:
+    return (type(value) is dict and type(value.get("index", 0)) is int and _message(value.get("message"))
+            and _optional_str(value.get("finish_reason")))
+
+
+def _usage(value: Any) -> bool:
+    return value is None or (type(value) is dict and _optional_int(value.get("prompt_tokens"))
+                             and _optional_int(value.get("completion_tokens"))
+                             and _optional_int(value.get("total_tokens")))
+
+
+def _error(value: Any) -> bool:
+    return (type(value) is dict and type(value.get("message")) is str and _optional_str(value.get("type"))
+            and (value.get("code") is None or type(value.get("code")) in (str, int)))
 
 
 def certainly_valid(body: bytes) -> dict[str, Any] | None:
@@ -95,3 +118,37 @@ def chat_fields(body: bytes) -> tuple[str, bool]:
         raise bad_request(f"Invalid request: 'model' is longer than {MAX_MODEL_CHARS} characters.", "invalid_value",
                           "model")
     return model, stream
+
+
+_RESPONSE: TypeAdapter[Any] = TypeAdapter(_Response)
+
+
+def certainly_a_response(body: bytes) -> str | None:
+    """`"completion"` or `"error"` (OpenAI's error shape) when the upstream's body certainly is one
+    by the quick check; None when the check is not sure."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict:
+        return None
+    if "error" in data:
+        return "error" if _error(data["error"]) else None
+    choices = data.get("choices")
+    if (type(choices) is list and choices and all(_choice(choice) for choice in choices)
+            and _optional_str(data.get("id")) and _optional_str(data.get("model")) and _usage(data.get("usage"))):
+        return "completion"
+    return None
+
+
+def response_kind(response: bytes | dict[str, Any]) -> str:
+    """`"completion"` or `"error"`: what the upstream answered (the body as it came, or what the
+    gateway made of the answer). `ValidationError` when it is neither."""
+    if isinstance(response, bytes):
+        kind = certainly_a_response(response)
+        if kind is not None:
+            return kind
+        parsed = _RESPONSE.validate_json(response)
+    else:
+        parsed = _RESPONSE.validate_python(response)
+    return "error" if isinstance(parsed, ErrorResponse) else "completion"
