@@ -1,8 +1,8 @@
 """Gateway overhead: added latency and throughput against calling the upstream directly, side by side.
 
-    python benchmarks/gateway_latency.py [--seconds 10] [--rounds 3] [--levels 1,50,200]
+    python benchmarks/gateway_latency.py [--seconds 10] [--warmup 1] [--rounds 3] [--levels 1,50,200]
         [--upstream-delay-ms 0] [--upstream-jitter-ms 0] [--workers 1] [--gateway-cpus 1]
-        [--store postgres|sqlite]
+        [--store postgres|sqlite] [--relay]
 
 The script starts, as separate processes, the fake OpenAI-compatible upstream
 (`slm_pipeline.gateway.fake_upstream`) and `slm-pipeline gateway` in front of it, logging to a
@@ -80,17 +80,20 @@ def requests(count: int) -> list[bytes]:
     return bodies
 
 
-async def closed_loop(url: str, headers: dict[str, str], bodies: list[bytes], clients: int,
-                      seconds: float, beyond: list[float] | None = None) -> tuple[list[float], int, float]:
-    """`clients` clients, each sending its next request as soon as the last answered; latencies in ms.
-    `beyond` collects, per call, the latency minus the upstream's `openai-processing-ms`."""
+async def closed_loop(url: str, headers: dict[str, str], bodies: list[bytes], clients: int, seconds: float,
+                      beyond: list[float] | None = None, warmup: float = 0.0) -> tuple[list[float], int, float, int]:
+    """`clients` clients, each sending its next request as soon as the last answered, for `warmup`
+    seconds unmeasured (connections being made, caches filling), then `seconds` measured. Returns
+    the measured latencies (ms), errors, the measured wall time and every request sent. `beyond`
+    collects, per measured call, the latency minus the upstream's `openai-processing-ms`."""
     latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + seconds
+    errors = sent = 0
+    measure_from = time.perf_counter() + warmup
+    stop_at = measure_from + seconds
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
 
     async def client(session: aiohttp.ClientSession, index: int) -> None:
-        nonlocal errors
+        nonlocal errors, sent
         n = index
         while time.perf_counter() < stop_at:
             body = bodies[n % len(bodies)]
@@ -100,15 +103,16 @@ async def closed_loop(url: str, headers: dict[str, str], bodies: list[bytes], cl
                 await response.read()
                 if response.status != 200:
                     errors += 1
-            latencies.append((time.perf_counter() - started) * 1000)
-            if beyond is not None and "openai-processing-ms" in response.headers:
-                beyond.append(latencies[-1] - float(response.headers["openai-processing-ms"]))
+            sent += 1
+            if started >= measure_from:
+                latencies.append((time.perf_counter() - started) * 1000)
+                if beyond is not None and "openai-processing-ms" in response.headers:
+                    beyond.append(latencies[-1] - float(response.headers["openai-processing-ms"]))
 
     async with aiohttp.ClientSession(connector=connector) as session:
-        began = time.perf_counter()
         await asyncio.gather(*(client(session, i) for i in range(clients)))
-        wall = time.perf_counter() - began
-    return latencies, errors, wall
+        wall = time.perf_counter() - measure_from
+    return latencies, errors, wall, sent
 
 
 def cpu_seconds(root: int) -> float:
@@ -147,6 +151,31 @@ def throwaway_store(kind: str, work: Path, prefix: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+class Run:
+    """One path's latencies (ms) over the rounds of a level."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.beyond: list[float] = []  # per call: latency minus the upstream's own time
+        self.latest: list[float] = []
+        self.errors, self.wall, self.sent = 0, 0.0, 0
+
+    def add(self, latencies: list[float], errors: int, wall: float, sent: int) -> list[float]:
+        self.latencies += latencies
+        self.latest, self.errors, self.wall, self.sent = latencies, self.errors + errors, self.wall + wall, self.sent + sent
+        return latencies
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.wall
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    def beyond_p(self, q: float) -> float:
+        return percentile(self.beyond, q)
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
 
@@ -154,6 +183,10 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each run")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds at the start of each run that are run but not measured: every run opens "
+                             "new client connections, and the gateway's pooled upstream connections may have "
+                             "timed out while the other path ran")
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs of each path per level, in turn (direct, gateway, direct, ...); percentiles "
                              "are over all of them, and the added p99 of each round is shown as a range")
@@ -164,6 +197,9 @@ def main() -> None:
                              "closed-loop clients arrive in lockstep waves")
     parser.add_argument("--store", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--relay", action="store_true",
+                        help="a third path: a do-nothing TCP relay in front of the upstream (benchmarks/tcp_relay.py), "
+                             "the floor under any proxy's added latency on this machine")
     parser.add_argument("--gateway-cpus", default=None,
                         help="pin the gateway to these CPUs (taskset list, e.g. 1) and the load generator and "
                              "upstream to the others: the gateway then has cores of its own, as in production")
@@ -195,6 +231,13 @@ def run(args: argparse.Namespace, work: Path, store_url: str) -> None:
             stdout=(work / "gateway.log").open("w"), stderr=subprocess.STDOUT))
         direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         gateway = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        relay = None
+        if args.relay:
+            relay_port = free_port()
+            processes.append(subprocess.Popen([*gateway_pin, sys.executable, str(Path(__file__).parent / "tcp_relay.py"),
+                                               "--port", str(relay_port), "--upstream-port", str(up_port)]))
+            relay = f"http://127.0.0.1:{relay_port}/v1/chat/completions"
+            wait_ready(f"http://127.0.0.1:{relay_port}/v1/models", processes[-1])
         wait_ready(f"http://127.0.0.1:{up_port}/v1/models", processes[0])
         wait_ready(f"http://127.0.0.1:{gw_port}/healthz", processes[1])
         bodies = requests(200)
@@ -205,40 +248,42 @@ def run(args: argparse.Namespace, work: Path, store_url: str) -> None:
               f"upstream delay {args.upstream_delay_ms:g} ms + 0..{args.upstream_jitter_ms:g} ms, store {args.store}, "
               f"payloads encrypted, {args.workers} gateway worker(s)"
               + (f" pinned to CPU {args.gateway_cpus}" if args.gateway_cpus else "") + "\n")
-        warm, _, _ = asyncio.run(closed_loop(gateway, headers, bodies, 10, 2.0))  # warm-up (connections, caches)
-        sent = len(warm)
+        _, _, _, sent = asyncio.run(closed_loop(gateway, headers, bodies, 10, 2.0))  # warm-up (connections, caches)
         asyncio.run(closed_loop(direct, headers, bodies, 10, 1.0))
         print(f"{'clients':>7} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | {'gateway rps':>11} {'p50 ms':>7} "
               f"{'p99 ms':>7} | {'added p50':>9} {'p99':>6} | {'p99 by round':>14} | beyond upstream p50/p99: "
               f"{'direct':>11} {'gateway':>11} {'added':>11} | {'gw CPU us/call':>14}")
+        paths = {"direct": direct, "gateway": gateway, **({"relay": relay} if args.relay else {})}
         for clients in (int(c) for c in args.levels.split(",")):
-            base, via, base_beyond, via_beyond = [], [], [], []
-            base_wall = via_wall = cpu = 0.0
-            base_errors = via_errors = 0
+            runs = {name: Run() for name in paths}
+            cpu = 0.0
             round_added: list[float] = []
-            for _ in range(args.rounds):  # direct and gateway in turn: slow drifts of the machine hit both
-                latencies, errors, wall = asyncio.run(closed_loop(direct, headers, bodies, clients, args.seconds,
-                                                                  base_beyond))
-                base += latencies
-                base_errors, base_wall = base_errors + errors, base_wall + wall
-                cpu_before = cpu_seconds(processes[1].pid)
-                round_via, errors, wall = asyncio.run(closed_loop(gateway, headers, bodies, clients, args.seconds,
-                                                                  via_beyond))
-                cpu += cpu_seconds(processes[1].pid) - cpu_before
-                via += round_via
-                via_errors, via_wall = via_errors + errors, via_wall + wall
-                round_added.append(percentile(round_via, 99) - percentile(latencies, 99))
-            sent += len(via)
-            b50, b99, g50, g99 = (percentile(base, 50), percentile(base, 99), percentile(via, 50), percentile(via, 99))
-            o50, o99 = percentile(base_beyond, 50), percentile(base_beyond, 99)
-            v50, v99 = percentile(via_beyond, 50), percentile(via_beyond, 99)
-            print(f"{clients:>7} | {len(base) / base_wall:>10,.0f} {b50:>7.2f} {b99:>7.2f} | {len(via) / via_wall:>11,.0f} "
+            for _ in range(args.rounds):  # the paths in turn: slow drifts of the machine hit them all
+                for name, url in paths.items():
+                    cpu_before = cpu_seconds(processes[1].pid)
+                    latencies = runs[name].add(*asyncio.run(closed_loop(
+                        url, headers, bodies, clients, args.seconds, runs[name].beyond, args.warmup)))
+                    if name == "gateway":
+                        cpu += cpu_seconds(processes[1].pid) - cpu_before
+                        round_added.append(percentile(latencies, 99) - percentile(runs["direct"].latest, 99))
+            base, via = runs["direct"], runs["gateway"]
+            sent += via.sent
+            b50, b99, g50, g99 = base.p(50), base.p(99), via.p(50), via.p(99)
+            o50, o99, v50, v99 = base.beyond_p(50), base.beyond_p(99), via.beyond_p(50), via.beyond_p(99)
+            print(f"{clients:>7} | {base.rps:>10,.0f} {b50:>7.2f} {b99:>7.2f} | {via.rps:>11,.0f} "
                   f"{g50:>7.2f} {g99:>7.2f} | {g50 - b50:>9.2f} {g99 - b99:>6.2f} | "
                   f"{min(round_added):>6.2f}..{max(round_added):<6.2f} | "
                   f"{o50:>5.2f}/{o99:<5.2f} {v50:>5.2f}/{v99:<5.2f} {v50 - o50:>5.2f}/{v99 - o99:<5.2f} | "
-                  f"{cpu / len(via) * 1e6:>14,.0f}"
-                  + (f"  errors: direct {base_errors}, gateway {via_errors}" if base_errors or via_errors else ""),
+                  f"{cpu / len(via.latencies) * 1e6:>14,.0f}"
+                  + (f"  errors: direct {base.errors}, gateway {via.errors}" if base.errors or via.errors else ""),
                   flush=True)
+            if args.relay:
+                bare = runs["relay"]
+                print(f"{'':>7} | relay: {bare.rps:,.0f} requests/s, p50 {bare.p(50):.2f}, p99 {bare.p(99):.2f} ms: "
+                      f"adds {bare.p(50) - b50:.2f}/{bare.p(99) - b99:.2f} ms p50/p99 to direct, per call "
+                      f"{bare.beyond_p(50) - o50:.2f}/{bare.beyond_p(99) - o99:.2f}; the gateway adds "
+                      f"{g50 - bare.p(50):.2f}/{g99 - bare.p(99):.2f} to the relay, per call "
+                      f"{v50 - bare.beyond_p(50):.2f}/{v99 - bare.beyond_p(99):.2f}", flush=True)
         processes[1].terminate()  # a graceful stop flushes the call log
         processes[1].wait(60)
         with LogStore(store_url) as store, store.engine.connect() as connection:

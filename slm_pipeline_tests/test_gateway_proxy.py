@@ -188,6 +188,28 @@ def test_a_client_that_hangs_up_mid_stream_is_still_logged(tmp_path, run_gateway
     assert row["tags"]["client_disconnected"] is True and row["tags"]["stream_complete"] is False
 
 
+def test_a_client_that_hangs_up_before_its_body_arrived_is_counted_and_not_logged(tmp_path, run_gateway):
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    with LogStore(url) as store:
+        _, key = create_key(store, "support-bot")
+    with run_gateway(url) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": ".encode())
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while not gw.gateway.rejected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'slm_gateway_requests_rejected_total{reason="client_disconnected"} 1' in metrics
+    assert "slm_gateway_requests_received_total 1" in metrics and "slm_gateway_calls_logged_total 0" in metrics
+    with LogStore(url) as store:
+        assert stored(store) == []
+
+
 @pytest.mark.parametrize("route", ["/v1/chat/completions"])
 def test_the_openapi_schema_describes_the_request_body(tmp_path, run_gateway, route: str):
     with run_gateway(f"sqlite:///{tmp_path / 'store.sqlite'}") as gw:
