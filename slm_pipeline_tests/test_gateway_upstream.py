@@ -53,6 +53,16 @@ class Server:
         return request
 
 
+async def exchange(client: UpstreamClient, method: str = "POST", path: str = "chat/completions",
+                   body: bytes = b"{}") -> tuple[int, bytes]:
+    """One request: its status and whole body, the connection released."""
+    response = await client.request(method, path, body)
+    try:
+        return response.status, await response.read()
+    finally:
+        response.release()
+
+
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 30))
 
@@ -94,15 +104,8 @@ def test_the_pool_holds_at_most_max_connections():
     async def test() -> None:
         async with Server(slow) as server:
             client = UpstreamClient(server.url, max_connections=2)
-
-            async def one() -> bytes:
-                response = await client.request("GET", "models")
-                try:
-                    return await response.read()
-                finally:
-                    response.release()
-
-            assert await asyncio.gather(*(one() for _ in range(6))) == [b'{"ok": true}'] * 6
+            answers = await asyncio.gather(*(exchange(client, "GET", "models") for _ in range(6)))
+            assert answers == [(200, b'{"ok": true}')] * 6
             assert server.most_open == 2 and server.connections == 2
 
     run(test)
@@ -133,9 +136,7 @@ def test_a_chunked_stream_arrives_chunk_by_chunk():
                 go_on.set()
             response.release()
             assert received == [b"data: first\n\n", b"data: second\n\n"]
-            response = await client.request("GET", "models")  # the connection is reused after a chunked answer
-            assert await response.read() == b'{"ok": true}'
-            response.release()
+            assert await exchange(client, "GET", "models") == (200, b'{"ok": true}')  # reused after a chunked answer
             assert server.connections == 1
 
     run(test)
@@ -152,9 +153,7 @@ def test_a_body_that_ends_with_the_connection_is_read_whole_and_not_reused():
         async with Server(until_close) as server:
             client = UpstreamClient(server.url)
             for _ in range(2):
-                response = await client.request("POST", "chat/completions", b"{}")
-                assert await response.read() == b"x" * 100_000
-                response.release()
+                assert await exchange(client) == (200, b"x" * 100_000)
             assert server.connections == 2
 
     run(test)
@@ -169,9 +168,7 @@ def test_connection_close_means_a_new_connection_next_time():
         async with Server(closing) as server:
             client = UpstreamClient(server.url)
             for _ in range(3):
-                response = await client.request("POST", "chat/completions", b"{}")
-                assert (response.status, await response.read()) == (503, b"busy")
-                response.release()
+                assert await exchange(client) == (503, b"busy")
             assert server.connections == 3 and len(server.requests) == 3
 
     run(test)
@@ -188,9 +185,7 @@ def test_a_keep_alive_connection_the_upstream_closed_is_replaced_and_the_request
         async with Server(one_per_connection) as server:
             client = UpstreamClient(server.url)
             for _ in range(3):
-                response = await client.request("POST", "chat/completions", b"{}")
-                assert await response.read() == b'{"ok": true}'
-                response.release()
+                assert await exchange(client) == (200, b'{"ok": true}')
                 await asyncio.sleep(pause_s)  # the close reaches the client before the next request, or not
             assert len(server.requests) == 3
 
@@ -215,11 +210,32 @@ def test_a_request_the_upstream_dropped_unanswered_on_a_reused_connection_is_sen
         async with Server(drops_the_second) as server:
             client = UpstreamClient(server.url)
             for body in (b'{"n": 1}', b'{"n": 2}'):
-                response = await client.request("POST", "chat/completions", body)
-                assert await response.read() == b'{"ok": true}'
-                response.release()
+                assert await exchange(client, body=body) == (200, b'{"ok": true}')
             assert server.connections == 2
             assert [request.rsplit(b"\r\n\r\n", 1)[1] for request in answered] == [b'{"n": 1}', b'{"n": 2}']
+
+    run(test)
+
+
+def test_when_every_idle_connection_went_stale_the_retry_takes_a_new_one():
+    async def drops_its_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        pooled = server.connections <= 2
+        await server.request(reader)
+        await asyncio.sleep(0.05)  # the two first requests overlap: two connections in the pool
+        writer.write(OK)
+        while True:
+            await server.request(reader)
+            if pooled:
+                return  # closed, unanswered
+            writer.write(OK)
+
+    async def test() -> None:
+        async with Server(drops_its_second) as server:
+            client = UpstreamClient(server.url)
+            assert await asyncio.gather(exchange(client), exchange(client)) == [(200, b'{"ok": true}')] * 2
+            assert len(client._idle) == 2
+            assert await exchange(client) == (200, b'{"ok": true}')
+            assert server.connections == 3
 
     run(test)
 
@@ -254,9 +270,7 @@ def test_silence_is_a_timeout_and_frees_the_connection_slot():
             client = UpstreamClient(server.url, max_connections=1, read_timeout_s=0.2)
             with pytest.raises(TimeoutError, match="sent nothing for 0.2 s"):
                 await client.request("POST", "chat/completions", b"{}")
-            response = await client.request("POST", "chat/completions", b"{}")  # the one slot is free again
-            assert await response.read() == b'{"ok": true}'
-            response.release()
+            assert await exchange(client) == (200, b'{"ok": true}')  # the one slot is free again
             assert server.connections == 2  # the silent connection was dropped, not reused
 
     run(test)
@@ -347,9 +361,7 @@ def test_a_large_answer_arrives_whole_read_at_once_or_slowly():
                 await asyncio.sleep(0.01)
             response.release()
             assert received == body
-            response = await client.request("GET", "models")
-            assert await response.read() == body
-            response.release()
+            assert await exchange(client, "GET", "models") == (200, body)
             assert server.connections == 1
 
     run(test)
@@ -367,9 +379,7 @@ def test_https_upstreams_are_verified(tmp_path: Path):
         try:
             trusting = ssl.create_default_context(cafile=str(certificate))
             client = UpstreamClient(f"https://localhost:{port}/v1", ssl_context=trusting)
-            response = await client.request("POST", "chat/completions", b"{}")
-            assert await response.read() == b'{"ok": true}'
-            response.release()
+            assert await exchange(client) == (200, b'{"ok": true}')
             with pytest.raises(UpstreamError, match="CERTIFICATE_VERIFY_FAILED"):
                 await UpstreamClient(f"https://localhost:{port}/v1").request("POST", "chat/completions", b"{}")
         finally:

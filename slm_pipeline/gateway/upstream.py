@@ -37,6 +37,10 @@ class UpstreamError(Exception):
     """The upstream could not be reached, broke off, or did not answer in HTTP."""
 
 
+class _StaleConnection(UpstreamError):
+    """A reused keep-alive connection closed before a byte of the answer came: the upstream had let it go."""
+
+
 class UpstreamResponse:
     """One answer: status and headers at once, the body by `read()` or `chunks()`; `release()` after."""
 
@@ -244,32 +248,32 @@ class UpstreamClient:
         message = "".join(head).encode("latin-1", "replace") + body
         await self._slots.acquire()
         try:
-            for _attempt in (1, 2):
-                connection, reused = await self._connection()
-                response = connection.response = UpstreamResponse(connection)
-                connection.keep_alive = False
-                connection.transport.write(message)
-                try:
-                    await response._headers()
-                    return response
-                except UpstreamError:
-                    response._connection = None
-                    connection.closed = True
-                    connection.transport.close()
-                    if not (reused and not response._received):  # a stale keep-alive connection: send once more
-                        raise
-                except BaseException:
-                    response._connection = None
-                    connection.closed = True
-                    connection.transport.close()
-                    raise
-            raise AssertionError("unreachable")  # the second attempt is on a new connection
+            try:
+                return await self._send(message, fresh=False)
+            except _StaleConnection:  # the upstream never saw it: once more, on a new connection
+                return await self._send(message, fresh=True)
         except BaseException:
             self._slots.release()
             raise
 
-    async def _connection(self) -> tuple[_Connection, bool]:
-        while self._idle:
+    async def _send(self, message: bytes, fresh: bool) -> UpstreamResponse:
+        connection, reused = await self._connection(fresh)
+        response = connection.response = UpstreamResponse(connection)
+        connection.keep_alive = False
+        connection.transport.write(message)
+        try:
+            await response._headers()
+        except BaseException as exc:
+            response._connection = None
+            connection.closed = True
+            connection.transport.close()
+            if isinstance(exc, UpstreamError) and reused and not response._received:
+                raise _StaleConnection from exc
+            raise
+        return response
+
+    async def _connection(self, fresh: bool) -> tuple[_Connection, bool]:
+        while self._idle and not fresh:
             connection = self._idle.pop()  # the most recently used: the least likely to have been closed
             if not connection.closed and not connection.transport.is_closing():
                 return connection, True
