@@ -7,8 +7,10 @@
 The script starts, as separate processes, the fake OpenAI-compatible upstream
 (`slm_pipeline.gateway.fake_upstream`) and `slm-pipeline gateway` in front of it, logging to a
 throw-away Postgres database on the local server (`--store sqlite` for the embedded store), payloads
-encrypted. For each number of concurrent clients it runs the same closed loop on both paths in
-turn, `--rounds` times: straight to the upstream (the baseline), then through the gateway. Requests
+encrypted. For each number of concurrent clients it runs the same closed loop on each path in
+turn, `--rounds` times: straight to the upstream (the baseline), through the gateway and, with
+`--relay`, through a do-nothing TCP relay (`tcp_relay.py`: what one more hop costs on this machine,
+whatever the proxy); the first `--warmup` seconds of every run are run but not measured. Requests
 are real demo-agent calls (system prompt, tools, ~2 KB). Printed per level: requests/s, p50 and p99
 latency of both (over all rounds), and the gateway's added latency, two ways: *added*, gateway minus
 direct per percentile (and the added p99 of each round, min..max, to show the noise); and *beyond
