@@ -221,7 +221,6 @@ class UpstreamClient:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"the upstream URL must be http(s)://host[:port][/path], got {base_url!r}")
-        self.base_url = base_url
         self.host = url.hostname
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
