@@ -24,6 +24,23 @@ _ENV_KEYS = ("SLM_PIPELINE_HOME", "SLM_PIPELINE_DATABASE_URL", "SLM_PIPELINE_LAK
              "SLM_PIPELINE_SURROGATE_SALT", "SLM_PIPELINE_CATALOGUE")
 
 
+ML_STACK = ("torch", "transformers", "peft", "trl", "accelerate", "deepspeed", "dagster", "mlflow",
+            "presidio-analyzer", "spacy", "sentence-transformers")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The resolved versions of the ML stack, at the top of every test log (CI's included)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return ["ML stack: " + ", ".join(f"{name} {installed(name)}" for name in ML_STACK)]
+
+
 def _admin() -> psycopg.Connection:
     try:
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
