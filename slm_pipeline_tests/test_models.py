@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -90,3 +92,85 @@ def test_embedded_smollm2_is_cached_as_safetensors_and_generates(smollm2_folder:
                                            add_generation_prompt=True)
     tokens = model.generate(**tokenizer(prompt, return_tensors="pt"), max_new_tokens=8, do_sample=False)
     assert tokenizer.decode(tokens[0]).startswith(prompt[:20])
+
+
+# --- loading never depends on what the process loaded before, or on who wrote the cache (issue 22) -----------
+
+
+def _generates(folder: Path) -> None:
+    model, tokenizer = load_model(folder)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied, on a real device
+    inputs = tokenizer("Say hello.", return_tensors="pt")
+    tokens = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert tokens.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_tiny_then_smollm2_converted_by_another_process_then_tiny_all_load_and_generate(
+        tmp_path: Path, tiny_model_folder: Path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    convert = ("from pathlib import Path; from slm_pipeline.core.models.catalogue import availability, load_catalogue; "
+               "from slm_pipeline.core.models.loading import weights_folder; "
+               f"weights_folder(availability(load_catalogue().get('smollm2-135m-instruct')), Path({str(cache)!r}))")
+    subprocess.run([sys.executable, "-c", convert], check=True, capture_output=True, env={**os.environ,
+                                                                                          "HF_HUB_OFFLINE": "1"})
+    [converted] = cache.glob("smollm2-135m-instruct-*")
+    manifest = json.loads((converted / "conversion.json").read_text())
+    assert manifest["source"].endswith(".gguf") and len(manifest["sha256"]) == 64
+    assert set(manifest["versions"]) == {"transformers", "gguf", "torch", "safetensors"}
+    for folder in (tiny_model_folder, converted, tiny_model_folder):
+        _generates(folder)
+
+
+def test_loads_in_two_threads_leave_weight_tying_on(tiny_model_folder: Path):
+    """transformers switches tying off for the whole process while it loads; concurrent loads used to leave it off."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transformers.modeling_utils import PreTrainedModel
+
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: load_model(tiny_model_folder)[0], range(16)))
+    assert all(m.lm_head.weight is m.model.embed_tokens.weight for m in models)
+    assert PreTrainedModel.tie_weights.__qualname__ == "PreTrainedModel.tie_weights"
+    _generates(tiny_model_folder)
+
+
+def test_switches_left_off_by_someone_elses_concurrent_load_are_put_back(tiny_model_folder: Path):
+    from transformers import initialization
+    from transformers.modeling_utils import PreTrainedModel
+
+    from slm_pipeline.core.model_loads import repair_transformers_switches
+
+    repair_transformers_switches()  # what the process's first load does: note the genuine functions
+    # Replay the race of two threads in from_pretrained: A in, B in, A out, B out.
+    first, second = initialization.no_tie_weights(), initialization.no_init_weights()
+    first.__enter__()
+    with initialization.no_tie_weights():
+        second.__enter__()
+        first.__exit__(None, None, None)
+    assert PreTrainedModel.tie_weights.__qualname__.endswith("empty_func")  # left off for everyone
+    second.__exit__(None, None, None)
+    _generates(tiny_model_folder)  # the next load puts the genuine functions back first
+    assert PreTrainedModel.tie_weights.__qualname__ == "PreTrainedModel.tie_weights"
+
+
+def test_a_converted_cache_is_keyed_by_its_source_and_library_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from slm_pipeline.core.models import loading
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(100))
+    manifest = loading.conversion_manifest(gguf)
+    key = loading.conversion_key(manifest)
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF" + bytes(101))
+    assert loading.conversion_key(loading.conversion_manifest(other)) != key  # another file, another folder
+    monkeypatch.setattr(loading, "_package_version", lambda name: "9.9.9")
+    assert loading.conversion_key(loading.conversion_manifest(gguf)) != key  # another converter, too
+    target = tmp_path / "cache" / f"m-{key}"
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"")
+    assert not loading._is_complete(target, manifest)  # no manifest: an interrupted or foreign folder
+    (target / "conversion.json").write_text(json.dumps(manifest))
+    assert loading._is_complete(target, manifest)

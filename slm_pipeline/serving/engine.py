@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slm_pipeline.core.evaluate import render_prompt
+from slm_pipeline.core.model_loads import exclusive
 from slm_pipeline.core.models.loading import load_model
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Engine:
         """Load a LoRA adapter (a folder with adapter_config.json) under `name`, beside the others."""
         from peft import PeftModel
 
-        with self._lock:
+        with self._lock, exclusive():
             if name in self._adapters:
                 return
             if self._peft is None:

@@ -73,8 +73,12 @@ class SentenceTransformerEmbedder:
 
             transformers_logging.disable_progress_bar()
 
+            from slm_pipeline.core.model_loads import exclusive
+
             try:
-                self._model = SentenceTransformer(self.name, device=self.device)
+                with exclusive():  # one load per process at a time; a second caller finds it loaded
+                    if self._model is None:
+                        self._model = SentenceTransformer(self.name, device=self.device)
             except OSError as exc:
                 raise ModelUnavailable(
                     f"embedding model {self.name!r} is not available offline ({exc}); use a local path, a model in "

@@ -10,6 +10,10 @@ and the versions of the libraries that converted it. Another GGUF or another tra
 another folder, never a stale one. The folder is written under a temporary name, checked by
 loading it back (every weight present, nothing left on the meta device) and only then renamed
 into place; `conversion.json` inside it records the source, its SHA-256 and the versions.
+
+Every load holds the process's model-loading lock (`core/model_loads.py`: transformers switches weight
+tying off for the whole process while it loads, so two loads in two threads can leave it off for every
+later one), and a loaded model is checked: no weight left on the meta device, tied weights tied.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from slm_pipeline.core.model_loads import exclusive
 from slm_pipeline.core.models.catalogue import Availability, embedded_folder
 
 
@@ -110,8 +115,9 @@ def _convert_gguf(gguf: Path, target: Path, manifest: dict[str, Any]) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with exclusive():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The dequantised weights are plain tensors; drop the GGUF quantizer so they can be saved.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
@@ -128,6 +134,16 @@ def _convert_gguf(gguf: Path, target: Path, manifest: dict[str, Any]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def check_loaded(model: Any, folder: Path) -> None:
+    """Raise ModelLoadError when a weight was left on the meta device (missing from the files and not tied)."""
+    missing = [name for name, parameter in model.named_parameters(remove_duplicate=False) if parameter.is_meta]
+    if missing:
+        raise ModelLoadError(
+            f"{folder} did not load whole: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            "missing. If the folder is a converted cache (conversion.json inside), delete it and it is converted "
+            "again on the next use; otherwise the checkpoint lacks these weights")
+
+
 def load_model(folder: Path, *, dtype: str = "float32", adapter: Path | None = None, device: str = "cpu"
                ) -> tuple[Any, Any]:
     """The model (with a LoRA adapter merged in for inference when given) and its tokenizer."""
@@ -135,12 +151,15 @@ def load_model(folder: Path, *, dtype: str = "float32", adapter: Path | None = N
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(adapter or folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
-    if adapter is not None:
-        from peft import PeftModel
+    with exclusive():
+        tokenizer = AutoTokenizer.from_pretrained(adapter or folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+        check_loaded(model, folder)
+        model = model.to(device)
+        if adapter is not None:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

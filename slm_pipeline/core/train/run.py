@@ -138,7 +138,10 @@ def _model(spec: TrainSpec, cuda: bool):  # noqa: ANN202
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True)
-    model = AutoModelForCausalLM.from_pretrained(spec.base_folder, **kwargs)
+    from slm_pipeline.core.model_loads import exclusive
+
+    with exclusive():
+        model = AutoModelForCausalLM.from_pretrained(spec.base_folder, **kwargs)
     peft_config = None
     if config.method in ("lora", "qlora"):
         from peft import LoraConfig
