@@ -126,11 +126,12 @@ class Router:
         return agent_id in self._routed_agents
 
     def _embedder_for(self, model: str) -> Any:
-        if self._embedder is None:
-            from slm_pipeline.core.cluster.stages import SentenceTransformerEmbedder
+        with self._lock:  # concurrent first calls (each in its own thread) share one embedder, loaded once
+            if self._embedder is None:
+                from slm_pipeline.core.cluster.stages import SentenceTransformerEmbedder
 
-            self._embedder = SentenceTransformerEmbedder(model)
-        return self._embedder
+                self._embedder = SentenceTransformerEmbedder(model)
+            return self._embedder
 
     def decide(self, agent_id: str, request: dict[str, Any]) -> RouteDecision:
         """The route of one call (blocking: embeds the request; call off the event loop)."""
