@@ -124,6 +124,9 @@ def span_to_record(span: Span, agent_id: str, tags: dict[str, Any] | None = None
             return call
     except BrokenAttributeError as exc:
         return Rejected("broken_attribute_json", f"{span.describe()}: {exc}", exc.field)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:  # attributes of unexpected shapes
+        return Rejected("malformed_attributes", f"{span.describe()}: its LLM attributes do not have the "
+                        f"convention's shapes ({exc.__class__.__name__}: {exc})"[:500])
     if span.status_code == 2 and "error" not in call.response:
         call.response = _error_response(span, call)
     start = span.start_unix_nano or span.end_unix_nano
@@ -144,7 +147,11 @@ def litellm_to_record(payload: dict[str, Any], agent_id: str | None) -> Outcome:
     payload = litellm.unwrap(payload)
     if not litellm.is_chat(payload):
         return Skipped("not_llm_call", f"LiteLLM payload {payload.get('id')!s} is a {payload.get('call_type')} call")
-    call = litellm.extract(payload)
+    try:
+        call = litellm.extract(payload)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        return Rejected("malformed_payload", f"LiteLLM payload {payload.get('id')!s}: fields of unexpected shapes "
+                        f"({exc.__class__.__name__}: {exc})"[:500])
     if call is None:
         return Skipped("no_content", f"LiteLLM payload {payload.get('id')!s} holds no messages or no response "
                        "(turn off LiteLLM's `turn_off_message_logging`)")
@@ -164,6 +171,9 @@ def langfuse_to_record(observation: dict[str, Any], agent_id: str | None) -> Out
         call = langfuse.extract(observation)
     except BrokenAttributeError as exc:
         return Rejected("broken_attribute_json", str(exc), exc.field)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        return Rejected("malformed_observation", f"Langfuse observation {observation.get('id')!s}: fields of "
+                        f"unexpected shapes ({exc.__class__.__name__}: {exc})"[:500])
     if call is None:
         return Skipped("no_content", f"Langfuse observation {observation.get('id')!s} has no input or output")
     latency = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from slm_pipeline.core.trace_formats.messages import (
+    BrokenAttributeError,
     LlmCall,
     clean,
     content_of,
@@ -37,6 +38,12 @@ PARAMETERS = {"gen_ai.request.temperature": "temperature", "gen_ai.request.top_p
               "gen_ai.request.presence_penalty": "presence_penalty", "gen_ai.request.seed": "seed",
               "gen_ai.request.stop_sequences": "stop", "gen_ai.request.choice.count": "n",
               "llm.request.max_tokens": "max_tokens"}
+RECORDS_TOOL_DEFINITIONS = ("opentelemetry.instrumentation.openai.v0", "opentelemetry.instrumentation.openai.v1")
+"""Instrumentation scopes that record the tools offered whenever there are any (OpenLLMetry's): their spans without
+tool definitions had none. Other spans without them may have had tools the instrumentation left out (openai-v2
+records messages only): their tools are unknown (`core/curate/tools.py` decides what to do with them)."""
+FINISH_REASONS = {"tool_call": "tool_calls", "error": "error"}
+"""The conventions' finish reasons where OpenAI's differ (`tool_call` is OpenAI's `tool_calls`)."""
 MESSAGE_EVENTS = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
                   "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool",
                   "gen_ai.developer.message": "developer"}
@@ -74,7 +81,7 @@ def has_content(span: Span) -> bool:
 def _usage(a: dict[str, Any]) -> dict[str, Any] | None:
     prompt = a.get("gen_ai.usage.input_tokens", a.get("gen_ai.usage.prompt_tokens"))
     completion = a.get("gen_ai.usage.output_tokens", a.get("gen_ai.usage.completion_tokens"))
-    return usage(prompt, completion, a.get("llm.usage.total_tokens"))
+    return usage(prompt, completion, a.get("gen_ai.usage.total_tokens", a.get("llm.usage.total_tokens")))
 
 
 def _response(span: Span, choices: list[dict[str, Any]], model: str) -> dict[str, Any]:
@@ -82,7 +89,7 @@ def _response(span: Span, choices: list[dict[str, Any]], model: str) -> dict[str
     finish = a.get("gen_ai.response.finish_reasons")
     for index, choice in enumerate(choices):
         if choice.get("finish_reason") is None and isinstance(finish, list) and index < len(finish):
-            choice["finish_reason"] = finish[index]
+            choice["finish_reason"] = FINISH_REASONS.get(finish[index], finish[index])
     response: dict[str, Any] = {"id": a.get("gen_ai.response.id"), "object": "chat.completion",
                                 "model": a.get("gen_ai.response.model") or model, "choices": choices}
     if (tokens := _usage(a)) is not None:
@@ -130,7 +137,7 @@ def _from_attributes(span: Span) -> LlmCall:
     tools = [t for t in (tool_spec(f) for f in functions if isinstance(f, dict)) if t]
     model = str(a.get("gen_ai.request.model") or "")
     return LlmCall("gen_ai.attributes", _request(span, messages, tools), _response(span, choices, model),
-                   tools_known=bool(tools) or "llm.request.functions.0.name" in a,
+                   tools_known=bool(tools) or span.scope_name.startswith(RECORDS_TOOL_DEFINITIONS),
                    stream=a.get("llm.is_streaming") if isinstance(a.get("llm.is_streaming"), bool) else None)
 
 
@@ -182,7 +189,8 @@ def _parts_message(item: dict[str, Any]) -> dict[str, Any]:
             tool_call_id = part.get("id")
             response = part.get("response")
             texts.append(response if isinstance(response, str) else json_text(response))
-    message: dict[str, Any] = {"role": role, "content": "".join(texts) if texts else None}
+    content = "".join(texts) if texts else None
+    message: dict[str, Any] = {"role": role, "content": None if calls and not content else content}
     if calls:
         message["tool_calls"] = calls
     if tool_call_id is not None:
@@ -196,10 +204,19 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def json_list(value: Any, field: str) -> list[Any]:
+    parsed = json_value(value, field)
+    if parsed is None:
+        return []
+    if not isinstance(parsed, list):
+        raise BrokenAttributeError(field, f"attribute '{field}' is not a JSON array of messages")
+    return parsed
+
+
 def _from_messages(span: Span) -> LlmCall:
     a = span.attributes
-    inputs = json_value(a.get("gen_ai.input.messages", "[]"), "gen_ai.input.messages") or []
-    outputs = json_value(a.get("gen_ai.output.messages", "[]"), "gen_ai.output.messages") or []
+    inputs = json_list(a.get("gen_ai.input.messages", "[]"), "gen_ai.input.messages")
+    outputs = json_list(a.get("gen_ai.output.messages", "[]"), "gen_ai.output.messages")
     system = json_value(a.get("gen_ai.system_instructions"), "gen_ai.system_instructions")
     messages: list[dict[str, Any]] = []
     if system:
@@ -207,12 +224,16 @@ def _from_messages(span: Span) -> LlmCall:
         messages.append(_parts_message({"role": "system", "parts": parts}))
     messages += [_parts_message(m) for m in inputs if isinstance(m, dict)]
     choices = [{"index": i, "message": {**_parts_message({**m, "role": m.get("role") or "assistant"})},
-                "finish_reason": m.get("finish_reason")} for i, m in enumerate(outputs) if isinstance(m, dict)]
+                "finish_reason": FINISH_REASONS.get(m.get("finish_reason"), m.get("finish_reason"))}
+               for i, m in enumerate(outputs) if isinstance(m, dict)]
     definitions = json_value(a.get("gen_ai.tool.definitions"), "gen_ai.tool.definitions")
     tools = [t for t in (tool_spec(d) for d in definitions or []) if t] if isinstance(definitions, list) else None
     model = str(a.get("gen_ai.request.model") or "")
+    streaming = a.get("gen_ai.is_streaming", a.get("llm.is_streaming"))
     return LlmCall("gen_ai.messages", _request(span, messages, tools), _response(span, choices, model),
-                   tools_known=definitions is not None, conversation_id=a.get("gen_ai.conversation.id"))
+                   tools_known=definitions is not None or span.scope_name.startswith(RECORDS_TOOL_DEFINITIONS),
+                   conversation_id=a.get("gen_ai.conversation.id"),
+                   stream=streaming if isinstance(streaming, bool) else None)
 
 
 def extract(span: Span) -> LlmCall | None:

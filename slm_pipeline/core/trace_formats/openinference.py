@@ -17,6 +17,7 @@ from slm_pipeline.core.trace_formats.messages import (
     content_of,
     json_value,
     maybe_json,
+    openai_tool_calls,
     tool_call,
     tool_spec,
     usage,
@@ -75,6 +76,16 @@ def _message(item: dict[str, Any]) -> dict[str, Any]:
     return {**clean(message), "content": message["content"]}
 
 
+def _choice(choice: dict[str, Any]) -> dict[str, Any]:
+    """A choice as a completion has it (a streamed one keeps the chunks' `index` in its tool calls)."""
+    message = dict(choice["message"]) if isinstance(choice["message"], dict) else {}
+    message.setdefault("role", "assistant")
+    message.setdefault("content", None)
+    if (calls := openai_tool_calls(message.get("tool_calls"))) is not None:
+        message["tool_calls"] = calls
+    return {**choice, "message": message}
+
+
 def extract(span: Span) -> LlmCall | None:
     a = span.attributes
     if not has_content(span):
@@ -101,6 +112,9 @@ def extract(span: Span) -> LlmCall | None:
     if raw_response is not None and isinstance(raw_response.get("choices"), list) and raw_response["choices"] \
             and all(isinstance(c, dict) and "message" in c for c in raw_response["choices"]):
         response = dict(raw_response)
+        if response.get("object") == "chat.completion.chunk":  # a streamed answer, its chunks accumulated
+            response["object"] = "chat.completion"
+        response["choices"] = [_choice(c) for c in response["choices"]]
     else:
         choices = [{"index": i, "message": _message(m), "finish_reason": None}
                    for i, m in enumerate(m for m in outputs if isinstance(m, dict))]
