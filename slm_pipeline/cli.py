@@ -442,6 +442,10 @@ from slm_pipeline.stack.cli import stack_app  # noqa: E402 - the sub-command gro
 
 app.add_typer(stack_app, name="stack")
 
+from slm_pipeline.tools_cli import tools_app  # noqa: E402
+
+app.add_typer(tools_app, name="tools")
+
 keys_app = typer.Typer(help="API keys of the gateway: one or more per agent, stored hashed.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
