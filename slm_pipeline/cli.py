@@ -44,17 +44,30 @@ def _store(settings: Settings):  # noqa: ANN202 - imported lazily to keep `--hel
 
 @app.command("import")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="JSONL files of call records (.jsonl or .jsonl.gz).")],
+    files: Annotated[list[Path], typer.Argument(help="Files of call records, traces or logs (.gz too).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the counts.")] = False,
+    format: Annotated[str, typer.Option(
+        "--format", help="auto (detect per file), otlp-json, openinference, litellm, langfuse, dfw or canonical "
+        "(README, \"Bring your traces\").")] = "auto",
+    agent: Annotated[Optional[str], typer.Option(
+        help="The agent of every imported call (traces and logs; default: the span's service.name, LiteLLM's "
+        "key alias).")] = None,
 ) -> None:
-    """Import call records into the log store.
+    """Import call records into the log store: this project's JSONL, OpenTelemetry traces (OTLP/JSON: the GenAI
+    conventions, OpenLLMetry, OpenInference), Phoenix spans, LiteLLM and Langfuse logs, Data Flywheel documents.
 
-    Prints the counts read, imported, duplicate and quarantined (read = imported + duplicate +
-    quarantined) and the quarantine file, which names the file, line, field and reason of every
+    Prints the detected format of each file, the counts read, imported, duplicate, quarantined and skipped
+    (read = imported + duplicate + quarantined + skipped; skipped: spans that are not LLM calls or hold no
+    content, by reason) and the quarantine file, which names the file, line, field and reason of every
     rejected record. Exits 1 when a file cannot be read at all, 2 when the log store stops answering
     (re-running the same import then completes it; nothing is stored twice).
     """
-    from slm_pipeline.core.importer import StoreUnavailableError, import_files
+    from slm_pipeline.core.importer import StoreUnavailableError
+    from slm_pipeline.core.trace_formats.files import FORMATS, import_any
+
+    if format not in FORMATS:
+        err.print(f"[red]unknown --format {format!r}:[/red] one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
 
     settings = Settings()
     store = _store(settings)
@@ -63,9 +76,9 @@ def import_(
         with Progress(TextColumn("importing"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=as_json and not err.is_terminal) as progress:
             task = progress.add_task("import", total=total)
-            report = import_files(
+            report = import_any(
                 store, files, settings.quarantine_dir, max_record_bytes=settings.max_record_bytes,
-                on_bytes=lambda n: progress.advance(task, n),
+                on_bytes=lambda n: progress.advance(task, n), format=format, agent_id=agent,
             )
     except StoreUnavailableError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -76,16 +89,20 @@ def import_(
         err.print(f"[yellow]warning:[/yellow] {warning}")
     for path, why in report.unreadable.items():
         err.print(f"[red]error:[/red] cannot read {path}: {why}")
+    for path, detected in report.detected.items():
+        err.print(f"{path}: detected format {detected}", highlight=False)
     if as_json:
         print(json.dumps(report.as_json()))
     else:
         table = Table(show_header=False, box=None)
-        for key in ("read", "imported", "duplicate", "quarantined"):
+        for key in ("read", "imported", "duplicate", "quarantined", "skipped"):
             table.add_row(key, f"{getattr(report, key):,}")
         table.add_row("quarantine_path", str(report.quarantine_path) if report.quarantine_path else "(none)")
         out.print(table)
         for reason, count in sorted(report.quarantine_reasons.items()):
             out.print(f"  quarantined as {reason}: {count:,}")
+        for reason, count in sorted(report.skip_reasons.items()):
+            out.print(f"  skipped as {reason}: {count:,}")
     if report.unreadable:
         raise typer.Exit(1)
 
@@ -424,6 +441,10 @@ def serve_slms(
 from slm_pipeline.stack.cli import stack_app  # noqa: E402 - the sub-command group sits beside `keys`
 
 app.add_typer(stack_app, name="stack")
+
+from slm_pipeline.tools_cli import tools_app  # noqa: E402
+
+app.add_typer(tools_app, name="tools")
 
 keys_app = typer.Typer(help="API keys of the gateway: one or more per agent, stored hashed.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

@@ -41,8 +41,10 @@ def test_import_json_has_exactly_the_documented_keys(embedded_home: Path, demo_t
     result = invoke("import", str(demo_traffic), "--json")
     assert result.exit_code == 0
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report) == {"read", "imported", "duplicate", "quarantined", "quarantine_path"}
+    assert set(report) == {"read", "imported", "duplicate", "quarantined", "skipped", "skip_reasons", "detected",
+                           "quarantine_path"}
     assert report["read"] == report["imported"] + report["duplicate"] + report["quarantined"] == 1500
+    assert report["detected"] == {str(demo_traffic): "canonical"} and report["skipped"] == 0
     assert (embedded_home / "logstore.sqlite").exists()
 
 

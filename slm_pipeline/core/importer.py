@@ -29,12 +29,16 @@ DEFAULT_BATCH_SIZE = 2000
 
 @dataclass
 class ImportReport:
-    """What an import did. `read == imported + duplicate + quarantined` always holds."""
+    """What an import did. `read == imported + duplicate + quarantined + skipped` always holds (skipped: records
+    of another format that are not LLM calls, or hold no content; see `core/trace_formats`)."""
 
     read: int = 0
     imported: int = 0
     duplicate: int = 0
     quarantined: int = 0
+    skipped: int = 0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+    detected: dict[str, str] = field(default_factory=dict)  # file -> the format `--format auto` detected
     quarantine_path: Path | None = None
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)  # file -> why it could not be opened
@@ -42,7 +46,7 @@ class ImportReport:
 
     @property
     def reconciles(self) -> bool:
-        return self.read == self.imported + self.duplicate + self.quarantined
+        return self.read == self.imported + self.duplicate + self.quarantined + self.skipped
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,9 @@ class ImportReport:
             "imported": self.imported,
             "duplicate": self.duplicate,
             "quarantined": self.quarantined,
+            "skipped": self.skipped,
+            "skip_reasons": self.skip_reasons,
+            "detected": self.detected,
             "quarantine_path": str(self.quarantine_path) if self.quarantine_path else None,
         }
 

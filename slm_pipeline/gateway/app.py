@@ -39,6 +39,7 @@ from slm_pipeline.gateway.config import GatewayConfig
 from slm_pipeline.gateway.errors import GatewayError, bad_request
 from slm_pipeline.gateway.routing import RouteDecision, Router, agrees, slm_request, validate_answer
 from slm_pipeline.gateway.sse import StreamAssembler, completion_events
+from slm_pipeline.gateway.traces import TraceReceiver
 from slm_pipeline.gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -439,6 +440,7 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
     """The FastAPI app; it starts and stops the upstream client, the key refresher, the call log and
     (with a router) the routing table's refresher."""
     gateway = Gateway(config, keys, call_log, router)
+    traces = TraceReceiver(keys, call_log, config.resolved_quarantine_dir(), config.max_body_bytes)
 
     async def refresh_routes() -> None:
         assert router is not None
@@ -468,10 +470,12 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
                 routes.cancel()
             await gateway.aclose()
             await asyncio.to_thread(call_log.close)
+            traces.close()
 
     app = GatewayApp(title="slm_pipeline gateway", version="1", lifespan=lifespan,
                      description="OpenAI-compatible logging proxy of slm_pipeline (S1 collect).")
     app.gateway = app.state.gateway = gateway
+    app.state.traces = traces
 
     @app.post("/v1/chat/completions", openapi_extra=_REQUEST_SCHEMA,
               responses={200: {"description": "The chat completion; server-sent events with `\"stream\": true`",
@@ -483,6 +487,16 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
         """Create a chat completion through the upstream (streaming with `"stream": true`), and log it."""
         # GatewayApp answers it before FastAPI's routing; this is the same handler, for the docs
         return await gateway.chat_completions(request_headers(request.scope), request.receive) or Response(None, 400)
+
+    @app.post("/v1/traces", responses={
+        200: {"description": "ExportTraceServiceResponse (partial_success when spans were not stored)",
+              "content": {"application/x-protobuf": {}, "application/json": {}}},
+        400: {"description": "Not an OTLP trace request"}, 401: {"description": "Unknown or revoked API key"},
+        413: {"description": "Body too large"}, 415: {"description": "Not OTLP protobuf or JSON"}})
+    async def otlp_traces(request: Request) -> Response:
+        """OTLP/HTTP trace export (protobuf or JSON, gzip): each LLM span is logged as a call of the key's agent
+        (gateway/traces.py)."""
+        return await traces.handle(request)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -498,6 +512,6 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
-        return Response(gateway.metrics(), media_type="text/plain; version=0.0.4")
+        return Response(gateway.metrics() + "\n".join(traces.metrics()) + "\n", media_type="text/plain; version=0.0.4")
 
     return app

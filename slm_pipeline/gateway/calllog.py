@@ -50,6 +50,7 @@ class FinishedCall:
     request: bytes  # the agent's JSON body, as sent (the handler validated it as a chat request)
     response: bytes | dict[str, Any]  # the upstream's JSON body, or what the gateway made of the answer
     upstream_started: float | None = None  # perf_counter() when the request left for the upstream
+    source: str = SOURCE  # "otlp": received as a span (gateway/traces.py)
 
 
 @dataclass
@@ -91,7 +92,7 @@ def seal(call: FinishedCall, key_ring: KeyRing | None) -> StoredCall:
                       # Postgres text cannot hold NUL; the sealed request keeps the model name as it came
                       status="error" if failed else "ok", model=call.model.replace("\x00", "\ufffd"), tags=tags,
                       request_payload=request,
-                      response_payload=response, payload_key_id=key_id, source=SOURCE,
+                      response_payload=response, payload_key_id=key_id, source=call.source,
                       ingested_at=datetime.now(timezone.utc))
 
 

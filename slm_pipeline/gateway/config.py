@@ -53,6 +53,13 @@ class GatewayConfig(BaseSettings):
         default=None, description="Where calls wait while the store is down (sealed). Unset: `home`/gateway/spool."
     )
 
+    quarantine_dir: Path | None = Field(
+        default=None, description="Where spans received on /v1/traces that make no valid call go (sealed), with "
+        "the reason. Unset: `home`/quarantine.")
+
+    def resolved_quarantine_dir(self) -> Path:
+        return (self.quarantine_dir or Settings().quarantine_dir).expanduser().resolve()
+
     def resolved_database_url(self) -> str:
         return self.database_url or Settings().resolved_database_url
 

@@ -8,7 +8,8 @@ which a structured identifier survived is quarantined as `residual_identifier`, 
 the type (never the value), and the rest of the partition goes on. Every raw call ends up in exactly
 one place:
 
-    raw = curated + dropped (one reason each: human_facing, answered_by_slm, failed_*, *_duplicate, or a quarantine reason)
+    raw = curated + dropped (one reason each: human_facing, answered_by_slm, failed_*, tools_unknown, *_duplicate, or a
+    quarantine reason)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from slm_pipeline.core.curate.analyzer import AnalyzerConfig, SegmentAnalyzer
 from slm_pipeline.core.chat import called_tools, latest_user_turn, offered_tools, system_fingerprint
 from slm_pipeline.core.curate.filters import answer_text, content_hash, failure_reason, near_duplicates
 from slm_pipeline.core.curate.scrub import DEFAULT_MAX_TEXT_CHARS, ScrubbedCall, UnscrubbableCall, scrub_calls
+from slm_pipeline.core.curate.tools import TOOLS_UNKNOWN, agent_tools, registered_tools, tools_unknown
 
 RESIDUAL_IDENTIFIER = "residual_identifier"
 CURATED_TABLE = "curated_calls"
@@ -143,10 +145,13 @@ def curate_calls(
     salt: bytes,
     config: CurationConfig = CurationConfig(),
     on_progress: Callable[[int, int], None] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> CurationResult:
-    """Filter, deduplicate and scrub an agent's raw calls (a frame of `RAW_SCHEMA`)."""
+    """Filter, deduplicate and scrub an agent's raw calls (a frame of `RAW_SCHEMA`). `tools`: the agent's
+    registered tool list, for calls recorded without their tools (`core/curate/tools.py`)."""
     rows = raw.sort("seq").to_dicts()
     dropped: list[dict[str, Any]] = []
+    known_tools = agent_tools(rows, tools)
 
     def drop(row: dict[str, Any], stage: str, reason: str, detail: str | None = None) -> None:
         dropped.append({"seq": row["seq"], "call_id": row["call_id"], "stage": stage, "reason": reason,
@@ -172,6 +177,11 @@ def curate_calls(
         if failure:
             drop(row, "filter", failure)
             continue
+        if tools_unknown(row.get("tags")):
+            request, source = known_tools.complete(request, response)
+            if source is None:
+                drop(row, "filter", TOOLS_UNKNOWN, known_tools.explain(request, response))
+                continue
         digest = content_hash(request, response)
         if digest in first_of:
             drop(row, "dedupe", "exact_duplicate", first_of[digest])
@@ -310,7 +320,7 @@ def curate_agent(
     raw = pl.DataFrame(schema=RAW_SCHEMA) if raw is None else open_payloads(raw, key_ring)
     analyzer = SegmentAnalyzer(config.analyzer, cache_path=cache_path, workers=config.workers)
     try:
-        result = curate_calls(raw, analyzer, salt, config, on_progress)
+        result = curate_calls(raw, analyzer, salt, config, on_progress, registered_tools(lake, agent_id))
     finally:
         analyzer.close()
     curated_path = lake.write(CURATED_TABLE, agent_id, result.curated)
