@@ -113,6 +113,9 @@ def demo_traffic(
     calls: Annotated[int, typer.Option(min=1, help="How many records (log lines) to write.")] = 3000,
     seed: Annotated[int, typer.Option(help="Same seed, same traffic.")] = 0,
     labels: Annotated[Optional[Path], typer.Option(help="CSV of true task types (default: OUT.labels.csv).")] = None,
+    with_assistant: Annotated[bool, typer.Option(
+        "--with-assistant", help="Add a fourth agent, general-assistant: eight tool suites of 5-8 functions each, "
+        "multi-turn, each function called rarely (task types assistant.<suite>.<function>).")] = False,
 ) -> None:
     """Write demo traffic of three agents (support, travel, analytics), deterministic by seed.
 
@@ -120,9 +123,9 @@ def demo_traffic(
     retries, duplicated log lines, multi-turn histories. The true task type of each call goes
     to a separate labels file, for tests and benchmarks only.
     """
-    from slm_pipeline.core.demo import default_labels_path, write_demo_traffic
+    from slm_pipeline.core.demo import default_labels_path, demo_agents, write_demo_traffic
 
-    summary = write_demo_traffic(out_file, calls, seed, labels)
+    summary = write_demo_traffic(out_file, calls, seed, labels, agents=demo_agents(with_assistant))
     out.print(f"wrote {summary.records:,} records to {out_file}")
     out.print(f"labels: {labels or default_labels_path(out_file)} ({len(summary.by_task)} task types)")
     for agent, count in sorted(summary.by_agent.items()):
@@ -219,7 +222,8 @@ def run(
         "--config", help="YAML of config per asset, e.g. `finetuned_slm: {max_steps: 50, processes: 2}`."
     )] = None,
     clusters_per_agent: Annotated[Optional[int], typer.Option(
-        min=0, help="Run S4-S5 on each agent's N largest task clusters only (default: all)."
+        min=0, help="Run S4-S5 on each agent's N largest task clusters only, those that reach the dataset "
+        "minimum first (default: all)."
     )] = None,
 ) -> None:
     """Materialise pipeline assets for every agent (S1-S3), then for each of its task clusters (S4-S5),
@@ -318,16 +322,18 @@ def demo(
     )] = 10,
     clusters_per_agent: Annotated[int, typer.Option(
         min=0, help="Fine-tune each agent's N largest task clusters (S4-S5); the rest stop after S3.")] = 1,
+    with_assistant: Annotated[bool, typer.Option(
+        "--with-assistant", help="Add the general-assistant agent (eight tool suites) to the demo traffic.")] = False,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML of config per asset; overrides the demo's caps.")] = None,
 ) -> None:
     """The whole conversion on bundled demo traffic: generate, import, then materialise every asset
     (S1-S3 for every agent, S4-S5 for each agent's largest task clusters, with capped training steps)."""
     settings = Settings()
-    traffic = settings.resolved_home / "demo" / f"traffic-{calls}-{seed}.jsonl"
+    traffic = settings.resolved_home / "demo" / f"traffic-{calls}-{seed}{'-assistant' if with_assistant else ''}.jsonl"
     started = time.monotonic()
     out.rule("demo traffic")
-    demo_traffic(traffic, calls, seed, None)
+    demo_traffic(traffic, calls, seed, None, with_assistant)
     out.rule("S1 import")
     import_([traffic], as_json=False)
     out.rule("pipeline")

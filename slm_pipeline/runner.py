@@ -88,9 +88,17 @@ def _watch(instance: dg.DagsterInstance, run_id: str, agent_id: str, on_step: St
 
 
 def current_cluster_keys(agent_id: str, settings: Settings | None = None) -> list[str]:
-    """The agent's task-cluster partition keys from its latest clustering, largest first (retired ones left out)."""
-    clusters = Lake((settings or Settings()).resolved_lake_url).read(CLUSTERS_TABLE, agent_id, columns=["cluster_id"])
-    return [] if clusters is None else [task_cluster_key(agent_id, c) for c in clusters["cluster_id"].to_list()]
+    """The agent's task-cluster partition keys from its latest clustering (retired ones left out): those that reach
+    the dataset minimum (trainable) first, largest first, so `clusters_per_agent` picks trainable clusters."""
+    from slm_pipeline.core.task_data import DatasetConfig
+
+    clusters = Lake((settings or Settings()).resolved_lake_url).read(CLUSTERS_TABLE, agent_id,
+                                                                      columns=["cluster_id", "size"])
+    if clusters is None:
+        return []
+    minimum = DatasetConfig().min_examples
+    ordered = sorted(clusters.iter_rows(), key=lambda row: (row[1] < minimum, -row[1], row[0]))
+    return [task_cluster_key(agent_id, cluster_id) for cluster_id, _ in ordered]
 
 
 def _execute(instance: dg.DagsterInstance, partition: str | None, keys: list[dg.AssetKey], run_config: dict,

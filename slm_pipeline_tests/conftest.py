@@ -167,6 +167,27 @@ def curated_demo(tmp_path_factory: pytest.TempPathFactory, demo_traffic: Path, p
     return lake, truth
 
 
+@pytest.fixture(scope="session")
+def curated_assistant(tmp_path_factory: pytest.TempPathFactory, pii_analyzer):
+    """1,300 records of the general assistant's traffic (8 tool suites, seed 0), imported, collected and curated:
+    (lake, {call_id: true task type `assistant.<suite>.<function>`})."""
+    import csv
+
+    from slm_pipeline.core.collect import RAW_TABLE
+    from slm_pipeline.core.curate.pipeline import CURATED_TABLE, curate_calls
+    from slm_pipeline.core.demo import default_labels_path
+    from slm_pipeline.core.demo.assistant import AGENT_ID, assistant_suites
+
+    work = tmp_path_factory.mktemp("curated_assistant")
+    traffic = work / "assistant.jsonl"
+    write_demo_traffic(traffic, calls=1300, seed=0, agents=assistant_suites())
+    lake = raw_lake(traffic, work)
+    lake.write(CURATED_TABLE, AGENT_ID, curate_calls(lake.read(RAW_TABLE, AGENT_ID), pii_analyzer, b"salt").curated)
+    with default_labels_path(traffic).open() as handle:
+        truth = {row["call_id"]: row["task_type"] for row in csv.DictReader(handle)}
+    return lake, truth
+
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CACHE = Path(os.environ.get("SLM_PIPELINE_MODEL_CACHE") or REPO / ".slm_pipeline" / "cache" / "models")
 os.environ["SLM_PIPELINE_MODEL_CACHE"] = str(MODEL_CACHE)  # shared with `make demo`: the GGUF converts once

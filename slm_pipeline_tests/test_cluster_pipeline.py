@@ -76,7 +76,7 @@ def test_too_little_data_is_a_status_not_a_crash(curated_demo, embedder):
     assert result.assignments.height == 20 and result.assignments["cluster_id"].null_count() == 20
     assert result.clusters.height == 0 and result.assigner is None
     empty = cluster_calls(few.head(0), "data-analyst", embedder)
-    assert empty.status == "insufficient_data" and empty.assignments.height == 0
+    assert empty.status == "no_curated_calls" and empty.assignments.height == 0
 
 
 def test_a_missing_embedding_model_says_what_to_do():
@@ -84,3 +84,76 @@ def test_a_missing_embedding_model_says_what_to_do():
 
     with pytest.raises(ModelUnavailable, match="not available offline"):
         SentenceTransformerEmbedder("no-such-org/no-such-model").encode(["x"])
+
+
+def test_a_multi_tool_assistant_clusters_by_tool_suite_into_trainable_clusters(curated_assistant, embedder):
+    from slm_pipeline.core.demo.assistant import AGENT_ID, suite_of
+
+    lake, truth = curated_assistant
+    calls = lake.read(CURATED_TABLE, AGENT_ID)
+    result = cluster_calls(calls, AGENT_ID, embedder)
+    suites = [suite_of(truth[c]) for c in result.assignments["call_id"]]
+    predicted = [c or "none" for c in result.assignments["cluster_id"]]
+    assert adjusted_rand_score(suites, predicted) >= 0.85
+    assert result.metrics["trainable_share"] >= 0.8 and result.metrics["dataset_minimum"] == 50
+    assert result.metrics["clusters"] == result.clusters.height and result.metrics["cluster_size_max"] >= 100
+    for cluster_id in result.clusters["cluster_id"]:  # every cluster >= 0.9 pure by suite
+        inside = [s for s, c in zip(suites, predicted) if c == cluster_id]
+        assert max(inside.count(s) for s in set(inside)) / len(inside) >= 0.9
+    # the functions stay visible as strata, on every call and per cluster
+    biggest = result.clusters.row(0, named=True)
+    assert biggest["trainable"] and len(biggest["strata"]) >= 4
+    assert sum(s["calls"] for s in biggest["strata"]) == biggest["size"]
+    assert result.assignments["stratum"].null_count() == 0
+    # function-level clustering, for comparison, leaves most calls in clusters too small to train
+    fine = cluster_calls(calls, AGENT_ID, embedder, ClusteringConfig(granularity="function"))
+    assert fine.metrics["trainable_share"] < result.metrics["trainable_share"]
+
+
+def test_a_recluster_after_the_granularity_change_keeps_lineage(curated_assistant, embedder, tmp_path):
+    from slm_pipeline.core.demo.assistant import AGENT_ID
+    from slm_pipeline.core.lake import Lake
+
+    source, _ = curated_assistant
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write(CURATED_TABLE, AGENT_ID, source.read(CURATED_TABLE, AGENT_ID))
+    before = cluster_agent(lake, AGENT_ID, embedder, ClusteringConfig(granularity="function"))
+    after = cluster_agent(lake, AGENT_ID, embedder)
+    old, new = set(before.clusters["cluster_id"]), set(after.clusters["cluster_id"])
+    assert len(new) < len(old)
+    merged = [e for e in after.events if e["event"] == "merge"]
+    assert merged and all(e["related"] in old and e["cluster_id"] in new for e in merged)
+    gone = old - new  # every old cluster either lives on, or is merged into (or retired by) a new one
+    accounted = {e["related"] for e in merged} | {e["cluster_id"] for e in after.events if e["event"] == "retired"}
+    assert gone <= accounted
+    history = lake.read("task_cluster_events", AGENT_ID)
+    assert history.height == len(before.events) + len(after.events) and history["run"].n_unique() == 2
+    assert set(lake.read("task_clusters", AGENT_ID)["cluster_id"]) == new  # retired ids are no partition now
+
+
+def test_one_task_or_too_few_calls_gives_one_cluster_or_none_with_a_status(curated_demo, embedder):
+    lake, truth = curated_demo
+    calls = lake.read(CURATED_TABLE, "support-bot")
+    one_task = calls.filter(calls["call_id"].is_in([c for c, t in truth.items() if t == "support.order_status"]))
+    result = cluster_calls(one_task, "support-bot", embedder)
+    assert result.status == "ok" and result.metrics["clusters"] == 1 and result.metrics["trainable_share"] > 0.9
+    few = cluster_calls(one_task.head(30), "support-bot", embedder)
+    assert few.status == "insufficient_data" and few.metrics["trainable_share"] == 0
+    none = cluster_calls(one_task.head(0), "support-bot", embedder)
+    assert none.status == "no_curated_calls" and "curated_calls" in none.message
+
+
+def test_zero_curated_calls_name_the_missing_upstream_step(tmp_path):
+    import polars as pl
+
+    from slm_pipeline.core.cluster.pipeline import missing_upstream_step
+    from slm_pipeline.core.collect import RAW_TABLE
+    from slm_pipeline.core.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    assert missing_upstream_step(lake, "a", 0) is None  # no traffic at all: nothing is missing
+    assert "'*task_clusters'" in missing_upstream_step(lake, "a", 120)  # S1 never ran
+    lake.write(RAW_TABLE, "a", pl.DataFrame({"call_id": ["x", "y"]}))
+    assert "curated_calls" in missing_upstream_step(lake, "a", 2)  # S2 never ran
+    lake.write(CURATED_TABLE, "a", pl.DataFrame({"call_id": []}, schema={"call_id": pl.String}))
+    assert "kept none" in missing_upstream_step(lake, "a", 2)

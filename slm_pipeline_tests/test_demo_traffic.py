@@ -140,3 +140,34 @@ def test_every_record_is_valid_and_labels_cover_every_call(tmp_path: Path):
         labels = list(csv.DictReader(handle))
     assert {row["call_id"] for row in labels} == ids and len(labels) == len(ids)
     assert {row["variant"] for row in labels} == {"ok", "failed", "retry"}
+
+
+def test_the_general_assistant_looks_like_a_real_multi_tool_agent():
+    from slm_pipeline.core.demo import demo_agents
+    from slm_pipeline.core.demo.assistant import AGENT_ID, SUITES, assistant_suites, suite_of
+
+    assert 6 <= len(SUITES) <= 10 and all(5 <= len(functions) <= 20 for _, functions in SUITES.values())
+    assistant = list(generate(1300, seed=0, agents=assistant_suites()))
+    assert {c.agent_id for c in assistant} == {AGENT_ID}
+    ok = [c for c in assistant if c.variant == "ok"]
+    functions = Counter(c.task_type for c in ok)
+    suites = Counter(suite_of(t) for t in functions.elements())
+    # labels give both levels; functions are called rarely, suites often
+    assert len(suites) == len(SUITES) and len(functions) == sum(len(f) for _, f in SUITES.values())
+    assert all(t.count(".") == 2 for t in functions)
+    assert min(suites.values()) >= 100 and 10 <= min(functions.values()) and max(functions.values()) <= 40
+    # one system prompt per suite, each offering only its suite's tools; multi-turn histories with tool results
+    prompt_of, tools_of = defaultdict(set), defaultdict(set)
+    with_history = 0
+    for call in ok:
+        request = call.record["request"]
+        suite = suite_of(call.task_type)
+        prompt_of[suite].add(request["messages"][0]["content"])
+        tools_of[suite].add(tuple(t["function"]["name"] for t in request["tools"]))
+        with_history += any(m["role"] == "tool" for m in request["messages"])
+    assert all(len(p) == 1 for p in prompt_of.values()) and len(set().union(*prompt_of.values())) == len(SUITES)
+    assert all(len(t) == 1 for t in tools_of.values())
+    assert 0.35 <= with_history / len(ok) <= 0.65
+    # the default demo keeps its three agents; the assistant is added on request
+    assert {a.agent_id for a in demo_agents()} == {"support-bot", "travel-planner", "data-analyst"}
+    assert AGENT_ID in {a.agent_id for a in demo_agents(assistant=True)}

@@ -6,12 +6,12 @@ import dagster as dg
 
 from slm_pipeline.assets.curate import curated_calls
 from slm_pipeline.core.cluster.features import FeatureWeights
-from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE, ClusteringConfig, cluster_agent
+from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE, ClusteringConfig, cluster_agent, missing_upstream_step
 from slm_pipeline.core.cluster.stages import SentenceTransformerEmbedder
 from slm_pipeline.core.markdown import frame_to_markdown, png_markdown
 from slm_pipeline.core.tracking import log_run
 from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
-from slm_pipeline.resources import LakeResource
+from slm_pipeline.resources import LakeResource, LogStoreResource
 
 ASSIGNMENTS_RECONCILE = "every_curated_call_assigned"
 ONLINE_ASSIGNER_AGREES = "online_assigner_agrees"
@@ -38,6 +38,9 @@ class ClusteringRunConfig(dg.Config):
     fit_sample: int = 12_000
     assignment_confidence: float = 0.6
     seed: int = 42
+    granularity: Literal["trainable", "function"] = "trainable"
+    trainable_min: int = ClusteringConfig().trainable_min
+    purity: float = 0.9
     log_to_mlflow: bool = True
 
     def to_core(self) -> ClusteringConfig:
@@ -66,10 +69,14 @@ class ClusteringRunConfig(dg.Config):
                           "of clustered calls (it routes calls before the LLM answers)."),
     ],
 )
-def task_clusters(context: dg.AssetExecutionContext, config: ClusteringRunConfig, lake: LakeResource
-                  ) -> dg.MaterializeResult:
+def task_clusters(context: dg.AssetExecutionContext, config: ClusteringRunConfig, lake: LakeResource,
+                  log_store: LogStoreResource) -> dg.MaterializeResult:
     agent_id = context.partition_key
     core = config.to_core()
+    the_lake = lake.open()
+    missing = missing_upstream_step(the_lake, agent_id, log_store.open().count(agent_id))
+    if missing:  # zero curated calls while the agent's calls exist: a step upstream has not run (or kept none)
+        raise dg.Failure(description=missing, metadata={"agent_id": agent_id})
     embedder = SentenceTransformerEmbedder(core.embedding_model)
     reported = [0]
 
@@ -78,7 +85,6 @@ def task_clusters(context: dg.AssetExecutionContext, config: ClusteringRunConfig
             reported[0] = done
             context.log.info(f"embedded {done:,} of {total:,} distinct user turns")
 
-    the_lake = lake.open()
     result = cluster_agent(the_lake, agent_id, embedder, core, progress, run_name=context.run.run_id)
     context.log.info(f"{agent_id}: {result.message}")
     keys = [task_cluster_key(agent_id, c) for c in result.clusters["cluster_id"].to_list()]
@@ -86,13 +92,17 @@ def task_clusters(context: dg.AssetExecutionContext, config: ClusteringRunConfig
     if new_keys:
         context.instance.add_dynamic_partitions(task_cluster_partitions.name, new_keys)
 
-    table = result.clusters.select("cluster_id", "label", "size", "keywords", "tools_called", "prompt_tokens_p95",
-                                   "answer_tokens_p95")
+    table = result.clusters.select("cluster_id", "label", "size", "trainable", "keywords", "tools_called",
+                                   "prompt_tokens_p95", "answer_tokens_p95")
     metadata = {
         "status": result.status,
         "message": result.message,
         "dagster/row_count": result.assignments.height,
         "clusters": result.metrics["clusters"],
+        "trainable_share": dg.MetadataValue.float(float(result.metrics["trainable_share"])),
+        "trainable_clusters": result.metrics["trainable_clusters"],
+        "dataset_minimum": result.metrics["dataset_minimum"],
+        "cluster_sizes": dg.MetadataValue.json(sorted(result.clusters["size"].to_list(), reverse=True)),
         "noise_fraction": result.metrics["noise_fraction"],
         "relative_validity": result.metrics["relative_validity"],
         "task_cluster_partitions": dg.MetadataValue.json(keys),
@@ -110,7 +120,7 @@ def task_clusters(context: dg.AssetExecutionContext, config: ClusteringRunConfig
             params={**config.model_dump(exclude={"log_to_mlflow"}), "agent_id": agent_id},
             metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
             tags={"agent_id": agent_id, "dagster_run_id": context.run.run_id},
-            artifacts={"cluster_map.png": result.map_png or b"", "clusters.csv": result.clusters.with_columns(
+            artifacts={"cluster_map.png": result.map_png or b"", "clusters.csv": result.clusters.drop("strata").with_columns(
                 result.clusters["keywords"].list.join(" "), result.clusters["examples"].list.join(" | "),
                 result.clusters["tools_called"].list.join(" "), result.clusters["answer_kinds"].list.join(" "),
             ).write_csv().encode()},

@@ -38,4 +38,6 @@ def readable_label(tools_called: Counter[str], shapes: Counter[str], keywords: S
     """`lookup_order: order, status, arrived` for tool calls; `json: ticket, priority` otherwise."""
     shape = shapes.most_common(1)[0][0] if shapes else "text"
     head = tools_called.most_common(1)[0][0] if shape == "tool_call" and tools_called else shape
+    if shape == "tool_call" and len(tools_called) > 1:  # a tool suite: its most called function and how many more
+        head += f" +{len(tools_called) - 1} tools"
     return f"{head}: {', '.join(keywords[:3])}" if keywords else head

@@ -33,6 +33,7 @@ import polars as pl
 from slm_pipeline.core.chat import system_fingerprint
 from slm_pipeline.core.cluster.assign import OnlineAssigner, request_vectors
 from slm_pipeline.core.cluster.features import FeatureSpace, FeatureWeights, mask_text
+from slm_pipeline.core.cluster.granularity import coarsen, job_key, size_figures, stratum_of, suite_key
 from slm_pipeline.core.cluster.identity import match_clusters
 from slm_pipeline.core.cluster.naming import ctfidf_keywords, readable_label
 from slm_pipeline.core.cluster.stages import Embedder, make_clusterer, make_reducer
@@ -46,13 +47,17 @@ MODELS_FOLDER = "task_cluster_models"
 
 ASSIGNMENT_SCHEMA = pl.Schema({
     "call_id": pl.String, "agent_id": pl.String, "cluster_id": pl.String, "cluster_label": pl.String,
-    "membership": pl.Float64, "method": pl.String,  # clustered | reassigned | nearest_centroid | unclustered
+    "membership": pl.Float64,
+    "method": pl.String,  # clustered | reassigned | nearest_centroid | same_suite | unclustered
+    "stratum": pl.String,  # the tools called in order, or the answer shape: the call's function-level group
 })
 CLUSTER_SCHEMA = pl.Schema({
     "cluster_id": pl.String, "agent_id": pl.String, "label": pl.String, "keywords": pl.List(pl.String),
     "size": pl.Int64, "examples": pl.List(pl.String), "tools_called": pl.List(pl.String),
     "answer_kinds": pl.List(pl.String), "prompt_tokens_p50": pl.Float64, "prompt_tokens_p95": pl.Float64,
     "answer_tokens_p50": pl.Float64, "answer_tokens_p95": pl.Float64,
+    "trainable": pl.Boolean,  # size >= the dataset minimum
+    "strata": pl.List(pl.Struct({"stratum": pl.String, "calls": pl.Int64})),  # functions (or answer shapes) inside
 })
 EVENT_SCHEMA = pl.Schema({"run": pl.String, "event": pl.String, "cluster_id": pl.String, "related": pl.String,
                           "calls": pl.Int64})
@@ -77,6 +82,17 @@ class ClusteringConfig:
     duplicate_cap: int = 5  # copies of a recurring representation the clusterer sees (density)
     assignment_confidence: float = 0.6
     seed: int = 42
+    # "trainable": function-level groups too small to train merge by structure (same tool suite, then the same
+    # kind of job) until they reach `trainable_min`; "function": the embedding clustering's groups as they are
+    granularity: Literal["trainable", "function"] = "trainable"
+    trainable_min: int = field(default_factory=lambda: _dataset_minimum())
+    purity: float = 0.9  # a merge needs both groups this pure on the shared structure
+
+
+def _dataset_minimum() -> int:
+    from slm_pipeline.core.task_data import DatasetConfig
+
+    return DatasetConfig().min_examples
 
 
 @dataclass
@@ -102,13 +118,14 @@ def _usage(response: str) -> tuple[float | None, float | None]:
     return usage.get("prompt_tokens"), usage.get("completion_tokens")
 
 
-def _empty(agent_id: str, status: str, message: str, calls: pl.DataFrame) -> ClusteringResult:
+def _empty(agent_id: str, status: str, message: str, calls: pl.DataFrame, min_size: int) -> ClusteringResult:
     assignments = pl.DataFrame({
         "call_id": calls["call_id"], "agent_id": [agent_id] * calls.height, "cluster_id": [None] * calls.height,
         "cluster_label": [None] * calls.height, "membership": [0.0] * calls.height,
         "method": ["unclustered"] * calls.height,
+        "stratum": [stratum_of(c, k) for c, k in zip(calls["tools_called"].to_list(), calls["answer_kind"].to_list())],
     }, schema=ASSIGNMENT_SCHEMA)
-    metrics = {"clusters": 0, "noise_fraction": 1.0 if calls.height else 0.0, "relative_validity": None,
+    metrics = {**size_figures([], calls.height, calls.height, min_size), "relative_validity": None,
                "calls": calls.height}
     return ClusteringResult(agent_id, status, message, assignments, pl.DataFrame(schema=CLUSTER_SCHEMA), [], metrics)
 
@@ -132,10 +149,14 @@ def cluster_calls(
         clock = time.monotonic()
 
     calls = curated.sort("seq")
+    if calls.height == 0:
+        return _empty(agent_id, "no_curated_calls",
+                      "no curated calls: nothing to cluster (materialise curated_calls, and raw_agent_calls before "
+                      "it, for this agent)", calls, config.trainable_min)
     if calls.height < config.min_calls:
         return _empty(agent_id, "insufficient_data",
                       f"{calls.height} curated calls, fewer than min_calls={config.min_calls}: not clustered; "
-                      "these calls stay on the LLM until more traffic arrives", calls)
+                      "these calls stay on the LLM until more traffic arrives", calls, config.trainable_min)
 
     texts = [mask_text(u or "", r or []) for u, r in zip(calls["user_turn"].to_list(), calls["replacements"].to_list())]
     systems = calls["system_prompt_hash"].to_list()
@@ -209,6 +230,26 @@ def cluster_calls(
             unique_method[rest[close]] = np.where(was_fitted, "reassigned", "nearest_centroid")
             unique_strength[rest[close]] = best_similarity[close]
     call_labels, call_method, call_strength = unique_labels[row_of], unique_method[row_of], unique_strength[row_of]
+    final_of = {label: label for label in label_set}  # function-level label -> cluster label
+    merges: list[tuple[int, int, str]] = []
+    if config.granularity == "trainable":
+        resolved = [space.aliases.get(s or "", s) for s in systems]
+        coarse = coarsen(vectors, call_labels, [suite_key(s, o) for s, o in zip(resolved, offered)],
+                         [job_key(s, o, a) for s, o, a in zip(resolved, offered, shapes)], config.trainable_min,
+                         config.purity)
+        call_method = call_method.copy()
+        call_strength = call_strength.copy()
+        call_method[coarse.joined] = "same_suite"
+        if coarse.joined.any():
+            centres, _ = cluster_centroids(vectors, np.ones(len(vectors)), coarse.labels,
+                                           sorted(set(coarse.labels[coarse.joined].tolist())))
+            order = {label: n for n, label in enumerate(sorted(set(coarse.labels[coarse.joined].tolist())))}
+            rows = np.where(coarse.joined)[0]
+            call_strength[rows] = np.einsum("ij,ij->i", vectors[rows],
+                                            centres[[order[coarse.labels[r]] for r in rows]])
+        call_labels, final_of, merges = coarse.labels, coarse.merged_into, coarse.merges
+        label_set = sorted(set(call_labels[call_labels >= 0].tolist()))
+    strata = [stratum_of(c, k) for c, k in zip(called, shapes)]
 
     call_ids = calls["call_id"].to_list()
     members = {k: {call_ids[i] for i in np.where(call_labels == k)[0]} for k in label_set}
@@ -231,18 +272,21 @@ def cluster_calls(
         prompt = [p for p, _ in usage if p is not None]
         answer = [a for _, a in usage if a is not None]
         examples = list(dict.fromkeys(calls["user_turn"][i] for i in rows[:50]))[:3]
+        inside = Counter(strata[i] for i in rows)
         cluster_rows.append({
             "cluster_id": cluster_id, "agent_id": agent_id, "label": label, "keywords": keywords[cluster_id],
             "size": len(rows), "examples": examples, "tools_called": [t for t, _ in tools.most_common()],
             "answer_kinds": [k for k, _ in kinds.most_common()],
             "prompt_tokens_p50": _percentile(prompt, 50), "prompt_tokens_p95": _percentile(prompt, 95),
             "answer_tokens_p50": _percentile(answer, 50), "answer_tokens_p95": _percentile(answer, 95),
+            "trainable": len(rows) >= config.trainable_min,
+            "strata": [{"stratum": k, "calls": n} for k, n in inside.most_common()],
         })
     clusters = pl.DataFrame(cluster_rows, schema=CLUSTER_SCHEMA).sort("size", descending=True)
     assignments = pl.DataFrame({
         "call_id": call_ids, "agent_id": [agent_id] * len(call_ids), "cluster_id": cluster_of,
         "cluster_label": [labels_by_id.get(c) if c else None for c in cluster_of],
-        "membership": call_strength.astype(float), "method": call_method.astype(str),
+        "membership": call_strength.astype(float), "method": call_method.astype(str), "stratum": strata,
     }, schema=ASSIGNMENT_SCHEMA)
     lap("name")
 
@@ -256,15 +300,22 @@ def cluster_calls(
     lap("assigner")
 
     unclustered = sum(c is None for c in cluster_of)
+    figures = size_figures([len(rows) for rows in by_cluster.values()], len(call_ids), unclustered,
+                           config.trainable_min)
     metrics = {
         "calls": len(call_ids), "distinct_texts": len(distinct_texts), "distinct_representations": len(unique),
-        "fitted_on": len(fitted), "clusters": len(by_cluster), "noise_fraction": unclustered / len(call_ids),
-        "unclustered": unclustered, "reassigned": int((call_method == "reassigned").sum()),
+        "fitted_on": len(fitted), **figures, "function_level_groups": len(final_of),
+        "structural_merges": len(merges), "unclustered": unclustered,
+        "reassigned": int((call_method == "reassigned").sum()),
+        "joined_their_suite": int((call_method == "same_suite").sum()),
         "relative_validity": clustering.validity, "online_assignment_agreement": agreement,
     }
-    result = ClusteringResult(agent_id, "ok", f"{len(by_cluster)} task clusters, {unclustered} calls unclustered",
-                              assignments, clusters, identity.events, metrics, assigner,
-                              cluster_map_png(reduced[first_copy], labels, identity.ids, labels_by_id, agent_id),
+    message = (f"{len(by_cluster)} task clusters ({figures['trainable_clusters']} with at least "
+               f"{config.trainable_min} calls, holding {figures['trainable_share']:.0%} of the calls), "
+               f"{unclustered} calls unclustered")
+    map_labels = np.array([final_of.get(label, -1) if label >= 0 else -1 for label in labels.tolist()])
+    result = ClusteringResult(agent_id, "ok", message, assignments, clusters, identity.events, metrics, assigner,
+                              cluster_map_png(reduced[first_copy], map_labels, identity.ids, labels_by_id, agent_id),
                               stages)
     lap("map")
     return result
@@ -357,6 +408,28 @@ def load_assigner(lake: Lake, agent_id: str) -> OnlineAssigner | None:
     if any(data is None for data in files.values()):
         return None
     return OnlineAssigner.from_files(files)  # type: ignore[arg-type]
+
+
+def missing_upstream_step(lake: Lake, agent_id: str, logged_calls: int) -> str | None:
+    """Why an agent with logged calls has no curated calls to cluster, naming the step to run (None: it has
+    curated calls, or no calls at all)."""
+    from slm_pipeline.core.collect import RAW_TABLE
+
+    curated = lake.read(CURATED_TABLE, agent_id, columns=["call_id"])
+    if curated is not None and curated.height:
+        return None
+    raw = lake.read(RAW_TABLE, agent_id, columns=["call_id"])
+    if raw is None or raw.height == 0:
+        if not logged_calls:
+            return None
+        return (f"the log store holds {logged_calls:,} calls of {agent_id!r} but the lake has no raw calls: S1 "
+                "(raw_agent_calls) has not run. Run every step up to S3: `slm-pipeline run --select '*task_clusters' "
+                f"--agent {agent_id}` ('+task_clusters' selects only one layer up, curated_calls)")
+    if curated is None:
+        return (f"{raw.height:,} raw calls of {agent_id!r} but no curated calls: S2 (curated_calls) has not run. Run "
+                f"`slm-pipeline run --select '+task_clusters' --agent {agent_id}`")
+    return (f"{raw.height:,} raw calls of {agent_id!r}, but curation kept none of them: see curated_calls' metadata "
+            "(dropped calls by reason) and its quarantine")
 
 
 def cluster_agent(lake: Lake, agent_id: str, embedder: Embedder, config: ClusteringConfig = ClusteringConfig(),

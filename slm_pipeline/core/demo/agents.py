@@ -57,6 +57,7 @@ class Agent:
     tasks: list[Task]
     weight: float = 1.0
     history_tools: dict[str, Callable[[Faker, random.Random], dict[str, Any]]] = field(default_factory=dict)
+    history: float | None = None  # share of calls with an earlier exchange (None: Realities.history)
 
 
 def tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:

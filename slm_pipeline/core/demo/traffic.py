@@ -126,7 +126,7 @@ def _record(agent: Agent, task: Task, when: datetime, fake: Faker, rng: random.R
             realities: Realities) -> tuple[dict[str, Any], bool]:
     user_text, answer = task.make(fake, rng)
     messages: list[dict[str, Any]] = [{"role": "system", "content": task.system or agent.system}]
-    if task.system is None and rng.random() < realities.history:
+    if task.system is None and rng.random() < (realities.history if agent.history is None else agent.history):
         messages += _history(agent, fake, rng)
     messages.append({"role": "user", "content": user_text})
     request: dict[str, Any] = {"model": agent.teacher, "messages": messages,
@@ -180,17 +180,27 @@ def _call_id(record: dict[str, Any]) -> str:
     return call_id_of(CallRecord.model_validate(record), record)
 
 
-def generate(calls: int, seed: int = 0, realities: Realities = Realities()) -> Iterator[DemoCall]:
-    """Yield `calls` records (log lines) of demo traffic."""
+def demo_agents(assistant: bool = False) -> list[Agent]:
+    """The demo's agents: support, travel and analytics, and with `assistant` the general assistant's eight
+    tool suites (one agent, `general-assistant`)."""
+    from slm_pipeline.core.demo.assistant import assistant_suites
+
+    return [*AGENTS, *assistant_suites(1.0)] if assistant else list(AGENTS)
+
+
+def generate(calls: int, seed: int = 0, realities: Realities = Realities(), agents: list[Agent] | None = None
+             ) -> Iterator[DemoCall]:
+    """Yield `calls` records (log lines) of demo traffic (of `agents`, default the three demo agents)."""
+    agents = AGENTS if agents is None else agents
     rng = random.Random(seed)
     fake = Faker("en_US")
     fake.seed_instance(seed)
     when = START
     emitted = 0
-    agent_weights = [a.weight for a in AGENTS]
+    agent_weights = [a.weight for a in agents]
     while emitted < calls:
         when += timedelta(milliseconds=int(rng.expovariate(1 / 45_000)) + 1)
-        agent = rng.choices(AGENTS, weights=agent_weights)[0]
+        agent = rng.choices(agents, weights=agent_weights)[0]
         task = rng.choices(agent.tasks, weights=[t.weight for t in agent.tasks])[0]
         record, failed = _record(agent, task, when, fake, rng, realities)
         _flywheel_style(record, when, rng, realities)
@@ -210,7 +220,7 @@ def generate(calls: int, seed: int = 0, realities: Realities = Realities()) -> I
 
 
 def write_demo_traffic(out: Path, calls: int = 3000, seed: int = 0, labels: Path | None = None,
-                       realities: Realities = Realities()) -> DemoSummary:
+                       realities: Realities = Realities(), agents: list[Agent] | None = None) -> DemoSummary:
     """Write `calls` JSONL records to `out` and their true task types to `labels` (CSV)."""
     out = Path(out)
     labels = Path(labels) if labels else default_labels_path(out)
@@ -221,7 +231,7 @@ def write_demo_traffic(out: Path, calls: int = 3000, seed: int = 0, labels: Path
     with out.open("wb") as records, labels.open("w", newline="") as label_file:
         writer = csv.writer(label_file)
         writer.writerow(LABEL_COLUMNS)
-        for call in generate(calls, seed, realities):
+        for call in generate(calls, seed, realities, agents):
             records.write(orjson.dumps(call.record) + b"\n")
             summary.records += 1
             summary.by_variant[call.variant] += 1

@@ -8,7 +8,9 @@ its latest evaluation, and its MLflow runs.
 
 Statuses: `promoted` (routed to its champion), `not_promoted` (evaluated; the promotion rule says
 why), `training` (a fine-tuning run is in progress), `not_trained` (no fine-tuned model yet),
-`stays_on_llm` (too little data, or no candidate).
+`stays_on_llm` (too little data, e.g. "42 calls; 50 needed" for a cluster under the dataset minimum,
+or no candidate). Per agent also the clusters that reach the dataset minimum (`trainable_clusters`) and
+the share of curated calls in them (`trainable_share`: the most S5 can ever convert).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from slm_pipeline.core.lake import Lake, cluster_partition
 from slm_pipeline.core.refine.evaluation import load_evaluation
 from slm_pipeline.core.refine.routing import load_routing_table
 from slm_pipeline.core.settings import Settings
-from slm_pipeline.core.task_data import DATASETS_TABLE
+from slm_pipeline.core.task_data import DATASETS_TABLE, DatasetConfig
 
 REPORT_TABLE = "conversion_report"
 _METRICS = ("agreement", "function_name_accuracy", "function_name_and_args_accuracy", "schema_valid_rate",
@@ -70,7 +72,7 @@ def _teacher_latency(lake: Lake, agent_id: str) -> dict[str, float]:
 
 
 def _cluster_entry(lake: Lake, agent_id: str, cluster: dict[str, Any], route: Any, training: bool,
-                   teacher_latency: float | None) -> dict[str, Any]:
+                   teacher_latency: float | None, minimum: int) -> dict[str, Any]:
     cluster_id = cluster["cluster_id"]
     partition = cluster_partition(agent_id, cluster_id)
     meta_raw = lake.get_file(DATASETS_TABLE, partition, "dataset.json")
@@ -82,6 +84,9 @@ def _cluster_entry(lake: Lake, agent_id: str, cluster: dict[str, Any], route: An
         status, reason = "promoted", route.reason
     elif training:
         status, reason = "training", "a fine-tuning run is in progress"
+    elif meta is None and int(cluster["size"]) < minimum:
+        status, reason = "stays_on_llm", (f"{int(cluster['size'])} calls; {minimum} needed (too small to train: it "
+                                          "stays on the LLM until more traffic arrives)")
     elif meta is None:
         status, reason = "not_trained", "no task dataset yet"
     elif meta.get("status") != "ready":
@@ -98,7 +103,7 @@ def _cluster_entry(lake: Lake, agent_id: str, cluster: dict[str, Any], route: An
     slm_latency = ((best or {}).get("metrics") or {}).get("latency_ms_p50")
     return {
         "agent_id": agent_id, "cluster_id": cluster_id, "label": cluster["label"], "size": int(cluster["size"]),
-        "status": status, "reason": reason, "selected_model": selected,
+        "trainable": int(cluster["size"]) >= minimum, "status": status, "reason": reason, "selected_model": selected,
         "model_version": (best or {}).get("version"),
         "metrics": {"base": _metrics((evaluation or {}).get("base")), "finetuned": _metrics(best)},
         "mlflow_run_id": (best or {}).get("training_run_id") or (finetuned[0].get("mlflow_run_id") if finetuned
@@ -112,12 +117,13 @@ def build_report(lake: Lake, settings: Settings, agent_ids: list[str]) -> dict[s
     """The report as the JSON of `slm-pipeline report --json` (see the module docstring)."""
     table = load_routing_table(lake)
     training = _training_clusters(settings)
+    minimum = DatasetConfig().min_examples
     agents, clusters = [], []
     for agent_id in agent_ids:
         frame = lake.read(CLUSTERS_TABLE, agent_id, columns=["cluster_id", "label", "size"])
         latency = _teacher_latency(lake, agent_id)
         entries = [_cluster_entry(lake, agent_id, c, table.route_for(agent_id, c["cluster_id"]) if table else None,
-                                  (agent_id, c["cluster_id"]) in training, latency.get(c["cluster_id"]))
+                                  (agent_id, c["cluster_id"]) in training, latency.get(c["cluster_id"]), minimum)
                    for c in ([] if frame is None else frame.iter_rows(named=True))]
         curated = _count(lake, CURATED_TABLE, agent_id)
         promoted = [e for e in entries if e["status"] == "promoted"]
@@ -134,6 +140,8 @@ def build_report(lake: Lake, settings: Settings, agent_ids: list[str]) -> dict[s
         agents.append({
             "agent_id": agent_id, "calls": _count(lake, RAW_TABLE, agent_id), "curated": curated,
             "clusters": len(entries), "promoted_clusters": len(promoted),
+            "trainable_clusters": sum(e["trainable"] for e in entries),
+            "trainable_share": sum(e["size"] for e in entries if e["trainable"]) / curated if curated else 0.0,
             "routable_fraction": routable / curated if curated else 0.0, "routable_calls": routable,
             "estimated_cost_saved_usd": saving,
             "estimated_latency_saved_ms_p50": sum(latency_saved) / len(latency_saved) if latency_saved else None,
@@ -150,10 +158,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables (Dagster metadata, the CLI)."""
-    lines = ["## Agents", "", "| agent | calls | curated | clusters | promoted | routable | cost saved (USD) | "
-             "latency saved p50 (ms) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["## Agents", "", "| agent | calls | curated | clusters | trainable (calls in them) | promoted | routable | "
+             "cost saved (USD) | latency saved p50 (ms) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in report["agents"]:
         lines.append(f"| {a['agent_id']} | {a['calls']:,} | {a['curated']:,} | {a['clusters']} | "
+                     f"{a['trainable_clusters']} ({a['trainable_share']:.1%}) | "
                      f"{a['promoted_clusters']} | {a['routable_fraction']:.1%} | {_fmt(a['estimated_cost_saved_usd'], 4)} "
                      f"| {_fmt(a['estimated_latency_saved_ms_p50'], 0)} |")
     lines += ["", "## Task clusters", "", "| cluster | label | size | status | model | base agreement | "
