@@ -223,6 +223,18 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory, smollm2_folder: 
 
 
 @pytest.fixture(scope="session")
+def refund_dataset(curated_demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's refund-request cluster as a task dataset (Parquet), for training tests."""
+    from slm_pipeline.core.task_data import build_task_dataset
+
+    dataset = build_task_dataset("support-bot", "c1", "refund request",
+                                 cluster_examples(curated_demo, "support.refund_request"))
+    path = tmp_path_factory.mktemp("dataset") / "refund.parquet"
+    dataset.examples.write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def test_catalogue(tmp_path_factory: pytest.TempPathFactory, tiny_model_folder: Path) -> Path:
     """The shipped catalogue plus `tiny-llama` (a local folder): what SLM_PIPELINE_CATALOGUE points at in tests."""
     import yaml

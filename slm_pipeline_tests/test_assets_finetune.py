@@ -74,7 +74,7 @@ def test_embedded_smollm2_is_selected_finetuned_through_pipes_and_registered(clu
     assert tuned["registered_model"] == f"slm-{key.replace(':', '-')} v1"
     # The training process streamed its log lines back through Pipes.
     logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
-    assert any("step 4/4 loss" in m for m in logs) and any("evaluating on" in m for m in logs)
+    assert any("step 4/4 · loss" in m and "tokens/s" in m for m in logs) and any("evaluating on" in m for m in logs)
 
     settings = Settings()
     client = mlflow.MlflowClient(settings.resolved_mlflow_uri)
@@ -123,7 +123,7 @@ def test_two_deepspeed_ranks_through_pipes_report_once(clustered_home):
     tuned = _meta(result, "finetuned_slm")
     assert tuned["status"] == "trained" and tuned["best_base_model"] == "tiny-llama"
     logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
-    assert sum("step 4/4 loss" in m for m in logs) == 1  # rank 0 alone reports through Pipes
+    assert sum("step 4/4 · loss" in m for m in logs) == 1  # rank 0 alone reports through Pipes
     client = mlflow.MlflowClient(Settings().resolved_mlflow_uri)
     run = client.get_run(tuned["mlflow_run_id"])
     assert run.data.params["world_size"] == "2" and run.info.status == "FINISHED"

@@ -12,22 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from slm_pipeline.core.task_data import build_task_dataset
 from slm_pipeline.core.train.config import MlflowTarget, TrainConfig, TrainSpec
 from slm_pipeline.core.train.launch import training_command
 from slm_pipeline.core.train.run import build_trainer, train
-from slm_pipeline_tests.conftest import cluster_examples
 
 FAST = dict(learning_rate=3e-2, batch_size=2, max_length=512, eval_steps=4, save_steps=4)
-
-
-@pytest.fixture(scope="session")
-def refund_dataset(curated_demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dataset = build_task_dataset("support-bot", "c1", "refund request",
-                                 cluster_examples(curated_demo, "support.refund_request"))
-    path = tmp_path_factory.mktemp("dataset") / "refund.parquet"
-    dataset.examples.write_parquet(path)
-    return path
 
 
 def _spec(tmp_path: Path, folder: Path, dataset: Path, **config) -> TrainSpec:
@@ -143,3 +132,97 @@ def test_killed_training_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     assert ours.keys() == theirs.keys()
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-3, atol=1e-4)
+
+
+def _rewrite(dataset: Path, path: Path, **columns) -> Path:
+    import polars as pl
+
+    frame = pl.read_parquet(dataset)
+    frame.with_columns(**{k: v(frame) if callable(v) else pl.lit(v) for k, v in columns.items()}).write_parquet(path)
+    return path
+
+
+def test_a_dataset_without_answers_fails_as_learned_nothing_and_produces_no_model(
+        tmp_path: Path, tiny_model_folder: Path, refund_dataset: Path):
+    from slm_pipeline.core.train.run import TrainingFailed
+
+    empty = _rewrite(refund_dataset, tmp_path / "empty.parquet", completion="")
+    with pytest.raises(TrainingFailed) as failure:
+        train(_spec(tmp_path, tiny_model_folder, empty, max_steps=2))
+    assert failure.value.status == "learned_nothing"
+    assert "no training example with an answer" in str(failure.value) and "empty_answer" in str(failure.value)
+    assert not (tmp_path / "run" / "adapter").exists() and not (tmp_path / "run" / "report.json").exists()
+
+
+def test_a_batch_with_no_answer_token_and_a_zero_or_nan_first_loss_fail_with_what_to_change(
+        tmp_path: Path, tiny_model_folder: Path, refund_dataset: Path):
+    from slm_pipeline.core.train.run import AnswerTokenGuard, TrainingFailed, check_first_loss, check_learned
+
+    prepared = build_trainer(_spec(tmp_path, tiny_model_folder, refund_dataset, max_steps=1))
+    assert isinstance(prepared.trainer.data_collator, AnswerTokenGuard)
+    inner = prepared.trainer.data_collator.collator
+    features = [prepared.trainer.train_dataset[0]]
+    assert (prepared.trainer.data_collator(features)["labels"] != -100).any()
+    features[0] = {**features[0], "labels": [-100] * len(features[0]["input_ids"])}
+    assert (inner(features)["labels"] == -100).all()  # what a batch whose answers were cut off looks like
+    with pytest.raises(TrainingFailed, match="no answer token carrying loss") as failure:
+        prepared.trainer.data_collator(features)
+    assert failure.value.status == "learned_nothing" and "max_length_budget" in str(failure.value)
+    for loss in (0.0, float("nan")):
+        with pytest.raises(TrainingFailed, match="first logged step") as failure:
+            check_first_loss(loss, 1)
+        assert failure.value.status == "learned_nothing"
+    check_first_loss(2.5, 1)
+    with pytest.raises(TrainingFailed, match="did not fall"):
+        check_learned([{"loss": 2.0}, {"loss": 2.1}, {"loss": 2.0}, {"loss": 2.05}])
+    check_learned([{"loss": 2.0}, {"loss": 1.9}, {"eval_loss": 3.0}, {"loss": 1.2}])
+
+
+def test_a_loss_that_does_not_fall_fails_the_process_and_registers_nothing(
+        tmp_path: Path, tiny_model_folder: Path, refund_dataset: Path):
+    import mlflow
+    import polars as pl
+
+    frame = pl.read_parquet(refund_dataset)
+    first = frame.filter(pl.col("split") == "train").head(1)
+    same = pl.concat([first] * 12).with_columns(call_id=pl.format("c{}", pl.int_range(pl.len())))
+    dataset = tmp_path / "same.parquet"
+    same.write_parquet(dataset)  # identical examples and a learning rate too small to move: a flat loss
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    run_id = mlflow.MlflowClient().create_run(mlflow.create_experiment("t", (tmp_path / "art").as_uri())).info.run_id
+    spec = _spec(tmp_path, tiny_model_folder, dataset, max_steps=6, learning_rate=1e-12, warmup_ratio=0.0,
+                 batch_size=1, packing=False).model_copy(update={"mlflow": MlflowTarget(
+                     tracking_uri=uri, run_id=run_id, registered_model="slm-support-bot-c1")})
+    process = _run_process(spec, tmp_path / "spec.json")
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 5, output
+    failure = json.loads((Path(spec.output_dir) / "failure.json").read_text())
+    assert failure["status"] == "learned_nothing" and "did not fall" in failure["message"]
+    assert "raise learning_rate" in failure["message"]
+    assert not (Path(spec.output_dir) / "adapter").exists()
+    assert mlflow.MlflowClient().search_model_versions("name='slm-support-bot-c1'") == []
+    assert mlflow.get_run(run_id).data.metrics["fit.kept"] == 12
+
+
+def test_sigterm_stops_the_training_process_as_interrupted_and_a_rerun_resumes(
+        tmp_path: Path, tiny_model_folder: Path, refund_dataset: Path):
+    from slm_pipeline.core.finetune import FineTuneJob, finish_finetune
+    from slm_pipeline.core.settings import Settings
+
+    spec = _spec(tmp_path, tiny_model_folder, refund_dataset, max_steps=400, save_steps=2, eval_steps=1000)
+    checkpoints = Path(spec.output_dir) / "checkpoints"
+    process = _run_process(spec, tmp_path / "spec.json")
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "checkpoint-2" / "trainer_state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)  # within seconds, not after the remaining steps
+    assert process.returncode == 130, output
+    failure = json.loads((Path(spec.output_dir) / "failure.json").read_text())
+    assert failure["status"] == "interrupted" and "SIGTERM" in failure["message"]
+    assert not (Path(spec.output_dir) / "adapter").exists()
+    job = FineTuneJob("a", "c", "tiny-llama", Path(spec.output_dir), tmp_path / "spec.json", None, False)
+    outcome = finish_finetune(job, process.returncode, Settings())
+    assert outcome.status == "interrupted" and "Rerun to resume from checkpoint-" in outcome.message

@@ -1,6 +1,9 @@
 """S5 input: `task_datasets`, each task cluster's fine-tuning data with fixed splits."""
 
+from typing import Literal
+
 import dagster as dg
+from pydantic import Field
 
 from slm_pipeline.assets.cluster import task_clusters
 from slm_pipeline.core.lake import cluster_partition
@@ -20,7 +23,9 @@ class DatasetRunConfig(dg.Config):
     min_examples: int = 50
     max_examples: int = 2000
     near_duplicate_threshold: float = 0.8
-    system_prompt: str = "task"
+    prompt_form: Literal["compact", "full"] = Field(
+        "compact", description="compact: a short task instruction, the tools as signatures, the conversation; "
+        "full: the agent's request as sent. Training and the SLM server render requests the same way.")
 
     def to_core(self) -> DatasetConfig:
         return DatasetConfig(**self.model_dump())
@@ -55,6 +60,7 @@ def task_datasets(context: dg.AssetExecutionContext, config: DatasetRunConfig, l
             "filtered": dg.MetadataValue.json(summary["filtered"]),
             "dagster/row_count": dataset.examples.height,
             "task_prompt": dg.MetadataValue.text(dataset.task_prompt),
+            "prompt_form": dataset.prompt_form,
             "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
             "lake_path": dg.MetadataValue.path(
                 the_lake.partition_url(DATASETS_TABLE, cluster_partition(agent_id, cluster_id))),

@@ -31,6 +31,7 @@ from slm_pipeline.core.train.config import TrainConfig
 from slm_pipeline.core.train.launch import training_command
 from slm_pipeline.partitions import split_task_cluster_key, task_cluster_partitions
 from slm_pipeline.resources import LakeResource
+from slm_pipeline.training_process import TRAIN_LOG_ENV
 
 
 class _LaunchConfig(dg.Config):
@@ -97,9 +98,12 @@ def finetuned_slm(context: dg.AssetExecutionContext, config: FineTuneRunConfig, 
                          + (" (resuming from its last checkpoint)" if job.resumed else ""))
         command = training_command(job.spec_path, config.processes, config.launcher)
         try:
+            # Third-party warnings and progress bars go to the run folder's train.log; the console and the
+            # Dagster run get the project's own lines (step · loss · tokens/s · time left) through Pipes.
             pipes_subprocess_client.run(command=command, context=context,
                                         env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"})
+                                             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                                             TRAIN_LOG_ENV: str(job.output_dir / "train.log")})
             exit_code = 0
         except DagsterPipesExecutionError as exc:
             exit_code = _exit_code(str(exc))
@@ -134,6 +138,15 @@ def finetuned_slm(context: dg.AssetExecutionContext, config: FineTuneRunConfig, 
         if best.report.get("registered_model") else "",
         "test_failures": dg.MetadataValue.json(best.report.get("test_failures", [])),
     }
+    fitting = best.report.get("fitting") or {}
+    if fitting:
+        metadata["max_length"] = fitting.get("max_length")
+        metadata["examples_fitted"] = dg.MetadataValue.md(frame_to_markdown(pl.DataFrame([{
+            "examples": fitting.get("examples"), "kept": fitting.get("kept"), "tokens_p50": fitting.get("tokens_p50"),
+            "tokens_p95": fitting.get("tokens_p95"), "tokens_max": fitting.get("tokens_max"),
+            "shortened": fitting.get("shortened"),
+            "dropped": ", ".join(f"{n} {r}" for r, n in sorted((fitting.get("dropped") or {}).items())) or "none",
+        }])))
     if (curve := _png_md(best.job.output_dir / "loss_curve.png", "loss curve")) is not None:
         metadata["loss_curve"] = curve
     return dg.MaterializeResult(metadata={k: v for k, v in metadata.items() if v is not None})

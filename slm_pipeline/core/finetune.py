@@ -50,7 +50,7 @@ class FineTuneJob:
 @dataclass
 class FineTuneOutcome:
     job: FineTuneJob
-    status: str  # finished | diverged | out_of_memory | killed | failed
+    status: str  # finished | diverged | out_of_memory | learned_nothing | interrupted | killed | failed
     message: str
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -106,7 +106,8 @@ def prepare_finetune(settings: Settings, lake: Lake, agent_id: str, cluster_id: 
     return FineTuneJob(agent_id, cluster_id, base_model, output, spec_path, run_id, resumed)
 
 
-_EXIT_STATUS = {0: "finished", 3: "diverged", 4: "out_of_memory", -9: "killed", 137: "killed", -15: "killed"}
+_EXIT_STATUS = {0: "finished", 3: "diverged", 4: "out_of_memory", 5: "learned_nothing", 130: "interrupted",
+                -2: "interrupted", -9: "killed", 137: "killed", -15: "killed"}
 
 
 def finish_finetune(job: FineTuneJob, exit_code: int, settings: Settings) -> FineTuneOutcome:
@@ -147,7 +148,10 @@ def record_finetuned(lake: Lake, agent_id: str, cluster_id: str, outcomes: list[
         "mlflow_run_id": o.job.run_id, "registered_model": o.report.get("registered_model"),
         "model_version": o.report.get("model_version"),
         "test_exact_acc": o.report.get("test_exact_acc"), "test_name_acc": o.report.get("test_name_acc"),
-    } for o in finished]}
+        "fitting": o.report.get("fitting"),
+    } for o in finished], "failures": [
+        {"base_model": o.job.base_model, "status": o.status, "message": o.message, "mlflow_run_id": o.job.run_id}
+        for o in outcomes if not o.ok]}
     lake.put_file(FINETUNED_TABLE, cluster_partition(agent_id, cluster_id), "models.json",
                   json.dumps(record, indent=2).encode())
     return record

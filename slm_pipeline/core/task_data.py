@@ -1,10 +1,10 @@
 """S5 input: a task cluster's curated calls -> a chat fine-tuning dataset with fixed splits.
 
-Each example is the cluster's short *task prompt* (what the SLM is for, and the tools
-it may call), the conversation after the agent's system prompt, and the teacher's
-answer as the target (sequence-level distillation). A specialised SLM does not need
-the agent's whole system prompt: the gateway routes only this task's calls to it and
-renders the same task prompt at serving time (`serving_messages`).
+Each example is the request as the cluster's SLM sees it (`specialist_prompt`: by default
+the compact form, a short *task prompt* with the tools it may call and the conversation
+after the agent's system prompt; or the agent's request as sent), and the teacher's
+answer as the target (sequence-level distillation). The SLM server renders requests
+through the same `SpecialistPrompt` at serving time.
 
 Splits are deterministic and stable as traffic grows: near-duplicate user turns form
 one group, each group goes wholly to one split, and within each stratum (the tools
@@ -24,6 +24,8 @@ import polars as pl
 
 from slm_pipeline.core.chat import latest_user_turn
 from slm_pipeline.core.curate.filters import near_duplicates
+from slm_pipeline.core.specialist_prompt import PromptForm, SpecialistPrompt, task_instruction
+from slm_pipeline.core.specialist_prompt import conversation, tool_signature  # noqa: F401 - re-exported
 from slm_pipeline.core.toolcalls import ParsedAnswer, render_answer, teacher_answer
 
 DATASETS_TABLE = "task_datasets"
@@ -48,7 +50,9 @@ class DatasetConfig:
     min_examples: int = 50  # below this the cluster stays on the LLM
     max_examples: int | None = None  # cap (newest calls kept); None: all
     near_duplicate_threshold: float = 0.8  # Jaccard on user-turn 3-shingles; one group per near-duplicate set
-    system_prompt: Literal["task", "original"] = "task"  # task: the short task prompt; original: the agent's own
+    # compact: a short task instruction, the tools as signatures, the conversation; full: the agent's request as
+    # sent (its system prompt and tool schemas). The SLM server renders requests the same way (specialist_prompt).
+    prompt_form: PromptForm = "compact"
 
 
 @dataclass
@@ -61,6 +65,7 @@ class TaskDataset:
     examples: pl.DataFrame  # DATASET_SCHEMA
     filtered: dict[str, int] = field(default_factory=dict)  # reason -> calls left out
     tools: list[dict[str, Any]] = field(default_factory=list)  # the OpenAI definitions of the tools it calls
+    prompt_form: PromptForm = "compact"  # how examples (and, once promoted, served requests) are shown to the SLM
 
     def split(self, name: Split) -> pl.DataFrame:
         return self.examples.filter(pl.col("split") == name)
@@ -83,61 +88,14 @@ class TaskDataset:
         }
 
 
-def tool_signature(tool: dict[str, Any]) -> str:
-    """`name(arg: type, optional?: type, choice: "a"|"b")`: a tool in a few tokens."""
-    function = tool.get("function") or {}
-    parameters = function.get("parameters") or {}
-    required = set(parameters.get("required") or [])
-    args = []
-    for name, spec in (parameters.get("properties") or {}).items():
-        spec = spec if isinstance(spec, dict) else {}
-        kind = "|".join(json.dumps(v) for v in spec["enum"]) if spec.get("enum") else spec.get("type", "any")
-        args.append(f"{name}{'' if name in required else '?'}: {kind}")
-    return f"{function.get('name')}({', '.join(args)})"
-
-
 def task_prompt(label: str, answer_kind: str, tools: list[dict[str, Any]]) -> str:
-    """The short system prompt of a specialised SLM."""
-    if answer_kind == "tool_call":
-        lines = "\n".join(tool_signature(t) for t in tools)
-        return f"Task: {label}. Answer with <tool_call> JSON for one of:\n{lines}"
-    if answer_kind == "json":
-        return f"Task: {label}.\nAnswer only with one JSON object."
-    return f"Task: {label}.\nAnswer in plain text."
+    """The short system prompt of a specialised SLM (the compact form's instruction)."""
+    return task_instruction(label, answer_kind, tools)
 
 
-def conversation(request: dict[str, Any]) -> list[dict[str, str]]:
-    """The messages after the system prompt, as plain role/content pairs any chat template accepts."""
-    out: list[dict[str, str]] = []
-    for message in request.get("messages") or []:
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer"):
-            continue
-        if role == "assistant":
-            content = render_answer(teacher_answer({"choices": [{"message": message}]}))
-            out.append({"role": "assistant", "content": content})
-        elif role == "tool":
-            out.append({"role": "user", "content": f"Tool result: {message.get('content') or ''}"})
-        else:
-            content = message.get("content")
-            if isinstance(content, list):
-                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            out.append({"role": "user", "content": str(content or "")})
-    return out
-
-
-def serving_messages(prompt: str, request: dict[str, Any]) -> list[dict[str, str]]:
-    """What the specialised SLM sees for a request: its task prompt, then the conversation."""
-    return [{"role": "system", "content": prompt}, *conversation(request)]
-
-
-def _original_system(request: dict[str, Any]) -> str:
-    for message in request.get("messages") or []:
-        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-            return str(message.get("content") or "")
-    return ""
+def serving_messages(prompt: str, request: dict[str, Any], form: PromptForm = "compact") -> list[dict[str, str]]:
+    """What the specialised SLM sees for a request (`SpecialistPrompt(form, prompt).messages`)."""
+    return SpecialistPrompt(form, prompt).messages(request)
 
 
 def _stable_hash(text: str) -> int:
@@ -204,6 +162,7 @@ def build_task_dataset(agent_id: str, cluster_id: str, label: str, calls: pl.Dat
     if missing:
         prompt += "\nAlso: " + ", ".join(f"{name}(...)" for name in missing)
 
+    specialist = SpecialistPrompt(config.prompt_form, prompt)
     user_turns = [latest_user_turn(request) for _, request in rows]
     duplicate_of = near_duplicates(user_turns, threshold=config.near_duplicate_threshold)
     group_of: list[str] = []
@@ -216,8 +175,7 @@ def build_task_dataset(agent_id: str, cluster_id: str, label: str, calls: pl.Dat
     splits = assign_splits(strata, group_of, config.validation_fraction, config.test_fraction)
     examples = pl.DataFrame([{
         "call_id": row["call_id"], "split": split, "stratum": stratum, "group": group, "answer_kind": answer.kind,
-        "messages": json.dumps([{"role": "system", "content": prompt if config.system_prompt == "task"
-                                 else _original_system(request)}, *conversation(request)], ensure_ascii=False),
+        "messages": json.dumps(specialist.messages(request), ensure_ascii=False),
         "completion": render_answer(answer),
     } for (row, request), answer, stratum, group, split in zip(rows, answers, strata, group_of, splits)],
         schema=DATASET_SCHEMA)
@@ -228,7 +186,8 @@ def build_task_dataset(agent_id: str, cluster_id: str, label: str, calls: pl.Dat
                   "the cluster stays on the LLM until more traffic arrives")
     elif examples.filter(pl.col("split") == "test").height == 0:
         status, reason = "stays_on_llm", "too few distinct requests to hold out a test split"
-    return TaskDataset(agent_id, cluster_id, status, reason, prompt, examples, dict(filtered), tools)
+    return TaskDataset(agent_id, cluster_id, status, reason, prompt, examples, dict(filtered), tools,
+                       config.prompt_form)
 
 
 def cluster_calls_frame(lake: Any, agent_id: str, cluster_id: str) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -257,7 +216,8 @@ def build_cluster_dataset(lake: Any, agent_id: str, cluster_id: str, config: Dat
     partition = cluster_partition(agent_id, cluster_id)
     lake.write(DATASETS_TABLE, partition, dataset.examples)
     meta = {**dataset.summary(), "agent_id": agent_id, "cluster_id": cluster_id, "label": cluster["label"],
-            "task_prompt": dataset.task_prompt, "tools": dataset.tools, "calls": calls.height,
+            "task_prompt": dataset.task_prompt, "prompt_form": dataset.prompt_form, "tools": dataset.tools,
+            "calls": calls.height,
             "context_needed": int((cluster["prompt_tokens_p95"] or 0) + (cluster["answer_tokens_p95"] or 0))}
     lake.put_file(DATASETS_TABLE, partition, "dataset.json", json.dumps(meta, indent=2).encode())
     return dataset

@@ -26,6 +26,7 @@ from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.refine import registry
 from slm_pipeline.core.refine.routing import Route, RoutingTable, load_routing_table, serving_model_name
 from slm_pipeline.core.settings import Settings
+from slm_pipeline.core.specialist_prompt import PromptForm, SpecialistPrompt
 from slm_pipeline.serving.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ class ServedAdapter:
     cluster_id: str
     loaded_at: int
     role: Literal["champion", "challenger"] = "champion"
+    prompt_form: PromptForm = "compact"  # as its training data was built (the route's, from dataset.json)
+
+    @property
+    def prompt(self) -> SpecialistPrompt:
+        """How a request is shown to this adapter: exactly as its training examples were built."""
+        return SpecialistPrompt(self.prompt_form, self.task_prompt)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ def resolve_route(route: Route, base_model: str, settings: Settings, table_versi
         return skip(problem)
     assert route.registered_model and route.version and route.task_prompt
     if current and (current.registered_model, current.version) == (route.registered_model, route.version):
-        return replace(current, task_prompt=route.task_prompt)
+        return replace(current, task_prompt=route.task_prompt, prompt_form=route.prompt_form)
     try:
         champion = registry.get_alias(route.registered_model, settings=settings)
     except Exception as exc:
@@ -118,7 +125,7 @@ def resolve_challenger(route: Route, base_model: str, settings: Settings,
         return skip(problem)
     assert route.registered_model and route.task_prompt
     if current and (current.registered_model, current.version) == (route.registered_model, version):
-        return replace(current, task_prompt=route.task_prompt)
+        return replace(current, task_prompt=route.task_prompt, prompt_form=route.prompt_form)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -161,7 +168,8 @@ def _fetch(name: str, route: Route, version: registry.Champion, role: Literal["c
                     "fine-tune cannot share the base model")
     assert route.task_prompt
     return ServedAdapter(name, peft_name(name, version.version), version.registered_model, version.version,
-                         route.task_prompt, folder, route.agent_id, route.cluster_id, int(time.time()), role)
+                         route.task_prompt, folder, route.agent_id, route.cluster_id, int(time.time()), role,
+                         route.prompt_form)
 
 
 def resolve_table(table: RoutingTable | None, base_model: str, settings: Settings,

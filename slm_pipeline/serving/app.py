@@ -4,8 +4,9 @@
     GET  /v1/models             the base model and every adapter served (champions, and challengers for the shadow)
     GET  /healthz               liveness, the routing table version applied, the models, the routes skipped
 
-A request to an adapter is rendered as the adapter was trained: its task prompt, then the conversation
-after the agent's system prompt (`task_data.serving_messages`). A request to the base model's name
+A request to an adapter is rendered as the adapter was trained, through the same `SpecialistPrompt`
+(core/specialist_prompt.py) its dataset was built with: the compact form (task prompt, tools, the
+conversation after the agent's system prompt) or the agent's request as sent. A request to the base model's name
 uses its own messages. Decoding is greedy. The model generates one answer at a time, in a worker
 thread, so the event loop keeps answering /healthz and /v1/models meanwhile; requests wait their turn
 in arrival order, and beyond `max_queued_requests` are refused with 503.
@@ -26,7 +27,6 @@ from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from slm_pipeline.core.records import ChatRequest, describe_validation_error
-from slm_pipeline.core.task_data import serving_messages
 from slm_pipeline.gateway.errors import GatewayError, bad_request
 from slm_pipeline.serving.adapters import AdapterSet, ServedAdapter
 from slm_pipeline.serving.config import ServingConfig
@@ -115,8 +115,7 @@ class SlmServer:
                                    "server_error", "server_busy")
         except GatewayError as error:
             return error.response()
-        messages = (base_messages(payload) if adapter is None
-                    else serving_messages(adapter.task_prompt, payload))
+        messages = base_messages(payload) if adapter is None else adapter.prompt.messages(payload)
         self.waiting += 1
         try:
             async with self.turn:

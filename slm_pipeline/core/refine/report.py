@@ -79,6 +79,7 @@ def _cluster_entry(lake: Lake, agent_id: str, cluster: dict[str, Any], route: An
     meta = json.loads(meta_raw) if meta_raw else None
     finetuned_raw = lake.get_file(FINETUNED_TABLE, partition, "models.json")
     finetuned = json.loads(finetuned_raw)["models"] if finetuned_raw else []
+    training_failures = json.loads(finetuned_raw).get("failures", []) if finetuned_raw else []
     evaluation = load_evaluation(lake, agent_id, cluster_id)
     if route is not None and route.route == "slm":
         status, reason = "promoted", route.reason
@@ -93,6 +94,9 @@ def _cluster_entry(lake: Lake, agent_id: str, cluster: dict[str, Any], route: An
         status, reason = "stays_on_llm", meta.get("reason", "")
     elif evaluation is not None:
         status, reason = "not_promoted", evaluation.get("decision") or ""
+    elif finetuned_raw is not None and not finetuned and training_failures:
+        first = training_failures[0]
+        status, reason = "stays_on_llm", f"training {first['base_model']} {first['status']}: {first['message']}"
     elif finetuned_raw is not None and not finetuned:
         status, reason = "stays_on_llm", "no candidate SLM was selected or trained (see slm_candidates)"
     else:

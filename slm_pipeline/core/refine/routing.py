@@ -45,6 +45,7 @@ class Route:
     # evaluated candidate that is not the champion, served under its own name.
     shadow_model: str | None = None
     shadow_version: str | None = None
+    prompt_form: str = "compact"  # specialist_prompt form the SLM was trained with (dataset.json)
 
 
 @dataclass
@@ -138,7 +139,8 @@ def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
                     agent_id, cluster_id, label, "slm", f"champion {champion.registered_model} v{champion.version}",
                     champion.registered_model, champion.version, champion.base_model,
                     serving_model_name(agent_id, cluster_id), meta.get("task_prompt"), main,
-                    (evaluated or {}).get("metrics", {}).get("agreement"), kind, **shadow))
+                    (evaluated or {}).get("metrics", {}).get("agreement"), kind, **shadow,
+                    prompt_form=meta.get("prompt_form", "compact")))
                 continue
             if meta is None:
                 reason = "no task dataset yet (materialise task_datasets for this cluster)"
@@ -151,5 +153,5 @@ def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
             routes.append(Route(agent_id, cluster_id, label, "llm", reason, registered_model_name(agent_id, cluster_id)
                                 if shadow else None, base_model=best.get("base_model") if shadow else None,
                                 task_prompt=meta.get("task_prompt") if meta and shadow else None, answer_kind=kind,
-                                **shadow))
+                                prompt_form=(meta or {}).get("prompt_form", "compact"), **shadow))
     return RoutingTable(routes, thresholds, serving_url)

@@ -37,7 +37,12 @@ class TrainConfig(BaseModel):
     max_steps: int = Field(-1, description="Cap on optimizer steps (-1: epochs decide).")
     batch_size: int = Field(4, ge=1, description="Sequences per device and step (a packed sequence counts as one).")
     gradient_accumulation: int = Field(1, ge=1)
-    max_length: int = Field(512, ge=32, description="Tokens per (packed) sequence.")
+    max_length: int | None = Field(
+        None, ge=32, description="Tokens per (packed) sequence; None: from the data (the cluster's longest example "
+        "rounded up to a multiple of 64, at most max_length_budget). See core/train/fitting.py.")
+    max_length_budget: int = Field(
+        2048, ge=64, description="Upper bound of the sequence length taken from the data (memory and time per step "
+        "grow with it); longer examples lose their oldest turns, or are dropped as too_long.")
     packing: bool = Field(True, description="Pack examples into sequences without padding (BFD).")
     completion_only_loss: bool = Field(True, description="Loss on the answer tokens only.")
     gradient_checkpointing: bool = False

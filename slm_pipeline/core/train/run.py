@@ -6,7 +6,13 @@ adapter, evaluates, and reports to MLflow and to the caller's reporter (Dagster 
 
 A rerun with the same base model, data and hyperparameters resumes from the last
 checkpoint in `output_dir/checkpoints`. Failures end with `TrainingFailed` whose `status`
-is one of: diverged (NaN or infinite loss), out_of_memory, failed.
+is one of: diverged (NaN or infinite loss), out_of_memory, learned_nothing, interrupted, failed.
+
+Before training the examples are fitted into the sequence length (`fitting.fit_examples`): no
+example is trained with its answer cut off. A training that learns nothing fails as
+`learned_nothing` before anything is saved or registered: no example with an answer, a batch
+with no answer token carrying loss, a first logged loss of exactly 0 or NaN, or a loss that
+never falls below its first value.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from slm_pipeline.core.evaluate import evaluate, render_prompt
+from slm_pipeline.core.evaluate import evaluate
 from slm_pipeline.core.train.config import TrainSpec
+from slm_pipeline.core.train.fitting import Fitted, fit_examples
 
 
 class Reporter(Protocol):
@@ -57,9 +64,61 @@ def _mlflow(spec: TrainSpec):  # noqa: ANN202 - the mlflow module, pointed at th
     return mlflow
 
 
-def _training_rows(frame: pl.DataFrame, tokenizer: Any) -> list[dict[str, str]]:
-    return [{"prompt": render_prompt(tokenizer, json.loads(m)), "completion": c}
-            for m, c in zip(frame["messages"], frame["completion"])]
+def _fit(frame: pl.DataFrame, tokenizer: Any, budget: int, max_length: int | None) -> Fitted:
+    return fit_examples(frame.select("call_id", "messages", "completion").to_dicts(), tokenizer, budget=budget,
+                        max_length=max_length)
+
+
+LEARNED_NOTHING_HELP = ("check that the cluster's answers are not empty and fit max_length_budget, "
+                        "and raise learning_rate or max_steps")
+
+
+class AnswerTokenGuard:
+    """Wraps a collator: a batch in which no token carries loss (every label -100) fails the run."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __call__(self, features: list[Any]) -> Any:
+        batch = self.collator(features)
+        require_answer_tokens(batch)
+        return batch
+
+
+def require_answer_tokens(batch: Any) -> None:
+    labels = batch.get("labels") if hasattr(batch, "get") else None
+    if labels is not None and int((labels != -100).sum()) == 0:
+        raise TrainingFailed(
+            "learned_nothing", f"a training batch of {int(labels.numel())} tokens has no answer token carrying "
+            "loss (every label is -100): the answers were cut off or are empty; raise max_length_budget, "
+            "or check the dataset's completions")
+
+
+def check_first_loss(loss: float, step: int) -> None:
+    """The first logged loss: exactly 0 means no token carried loss, NaN that nothing can be learned."""
+    if loss == 0.0 or math.isnan(loss):
+        raise TrainingFailed(
+            "learned_nothing", f"the loss is {loss} at the first logged step ({step}): no answer token carries "
+            f"a usable loss; {LEARNED_NOTHING_HELP}")
+
+
+MIN_LOSS_DROP = 0.01  # the loss must end at least 1% below its first value
+
+
+def check_learned(log_history: list[dict[str, Any]]) -> None:
+    """After training: the training loss (mean of the last quarter of steps) must end below its first value."""
+    losses = [float(h["loss"]) for h in log_history if "loss" in h and isinstance(h["loss"], (int, float))]
+    if not losses:
+        raise TrainingFailed("learned_nothing", "no training loss was logged: the run trained on nothing; "
+                             + LEARNED_NOTHING_HELP)
+    if len(losses) < 2:
+        return  # one step: nothing to compare
+    tail = losses[-max(1, len(losses) // 4):]
+    final = sum(tail) / len(tail)
+    if not final < losses[0] * (1 - MIN_LOSS_DROP):
+        raise TrainingFailed(
+            "learned_nothing", f"the training loss did not fall: {losses[0]:.4f} at the first step, "
+            f"{final:.4f} over the last {len(tail)} of {len(losses)} steps; {LEARNED_NOTHING_HELP}")
 
 
 def _answer_tokens(tokenizer: Any, rows: list[dict[str, str]]) -> tuple[int, int]:
@@ -96,9 +155,19 @@ def _callback(spec: TrainSpec, reporter: Reporter, history: list[dict[str, float
         """Per-step curves to MLflow and the reporter (rank 0); NaN/inf loss stops the run on every rank."""
 
         started = time.perf_counter()
+        first_step: int | None = None
+        tokens_at_start = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            self.started = time.perf_counter()
+            self.first_step = state.global_step
+            self.tokens_at_start = int(getattr(state, "num_input_tokens_seen", 0) or 0)
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
             logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+            if "loss" in logs and not getattr(self, "checked_first", False):
+                self.checked_first = True
+                check_first_loss(logs["loss"], state.global_step)
             for key in ("loss", "eval_loss"):
                 if key in logs and not math.isfinite(logs[key]):
                     raise TrainingFailed("diverged", f"{key} became {logs[key]} at step {state.global_step}; "
@@ -111,15 +180,25 @@ def _callback(spec: TrainSpec, reporter: Reporter, history: list[dict[str, float
             history.append({"step": state.global_step, **values})
             reporter.metrics(state.global_step, values)
             if "train/loss" in values and (state.global_step % 5 == 0 or state.global_step == state.max_steps):
-                reporter.log(f"step {state.global_step}/{state.max_steps} loss {values['train/loss']:.4f} "
-                             f"lr {values.get('train/learning_rate', 0):.2e} "
-                             f"({time.perf_counter() - self.started:.0f}s)")
+                reporter.log(progress_line(state.global_step, state.max_steps, values["train/loss"],
+                                           int(getattr(state, "num_input_tokens_seen", 0) or 0) - self.tokens_at_start,
+                                           state.global_step - (self.first_step or 0),
+                                           time.perf_counter() - self.started))
             if "eval/loss" in values:
                 reporter.log(f"step {state.global_step}: validation loss {values['eval/loss']:.4f}")
             if spec.mlflow is not None:
                 _mlflow(spec).log_metrics(values, step=state.global_step, run_id=spec.mlflow.run_id)
 
     return Report()
+
+
+def progress_line(step: int, max_steps: int, loss: float, tokens: int, steps_done: int, seconds: float) -> str:
+    """`step 5/40 · loss 1.2345 · 812 tokens/s · 3m20s left`: what the console shows while training."""
+    rate = tokens / seconds if seconds > 0 else 0.0
+    left = (max_steps - step) * seconds / steps_done if steps_done > 0 and max_steps > 0 else 0.0
+    minutes, secs = divmod(int(left), 60)
+    return (f"step {step}/{max_steps} · loss {loss:.4f} · {rate:.0f} tokens/s · "
+            f"{f'{minutes}m{secs:02d}s' if minutes else f'{secs}s'} left")
 
 
 def _model(spec: TrainSpec, cuda: bool):  # noqa: ANN202
@@ -202,6 +281,7 @@ class Prepared:
     resume: str | None
     peft: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    fitted: Fitted | None = None
 
 
 def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared:
@@ -221,14 +301,17 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     data = pl.read_parquet(spec.dataset)
-    train_rows = _training_rows(data.filter(pl.col("split") == "train"), tokenizer)
-    eval_rows = _training_rows(data.filter(pl.col("split") == "validation"), tokenizer)
+    fitted = _fit(data.filter(pl.col("split") == "train"), tokenizer, config.max_length_budget, config.max_length)
+    max_length, train_rows = fitted.stats.max_length, fitted.rows
+    eval_rows = _fit(data.filter(pl.col("split") == "validation"), tokenizer, max_length, max_length).rows
+    if rank() == 0:
+        reporter.log(f"sequence length: {fitted.stats.summary()}")
     if not train_rows:
-        raise TrainingFailed("failed", f"{spec.dataset} has no train split")
-    longest = max(len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) for r in train_rows) + 1
-    if longest > config.max_length:
-        reporter.log(f"the longest example has {longest} tokens, more than max_length={config.max_length}; "
-                     "it is truncated (raise max_length to keep whole answers)")
+        why = (f"; {', '.join(f'{n} {r}' for r, n in sorted(fitted.stats.dropped.items()))} of "
+               f"{fitted.stats.examples}" if fitted.stats.dropped else "")
+        raise TrainingFailed("learned_nothing", f"{spec.dataset} has no training example with an answer that "
+                             f"fits{why or ' (the train split is empty)'}: nothing to learn; "
+                             "check the cluster's answers (task_datasets) or raise max_length_budget")
 
     resume = get_last_checkpoint(str(checkpoints)) if any(checkpoints.iterdir()) else None
     if resume and rank() == 0:
@@ -246,7 +329,7 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         seed=config.seed, data_seed=config.seed, report_to=[], use_cpu=not cuda,
         bf16=cuda and config.dtype != "float32", deepspeed=config.deepspeed_config(),
-        disable_tqdm=rank() != 0, dataloader_num_workers=0, remove_unused_columns=False,
+        disable_tqdm=True, dataloader_num_workers=0,  # the Report callback prints the progress lines remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
     )
     callbacks = [_callback(spec, reporter, history)]
@@ -255,7 +338,7 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
     if config.trainer == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**common, max_length=config.max_length, packing=config.packing,
+        args = SFTConfig(**common, max_length=max_length, packing=config.packing,
                          packing_strategy="bfd", completion_only_loss=config.completion_only_loss)
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
@@ -267,9 +350,15 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
 
             model = get_peft_model(model, peft_config)
         trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=train_set,
-                          eval_dataset=eval_set, data_collator=_PaddedCollator(tokenizer, config.max_length, config.padding),
+                          eval_dataset=eval_set, data_collator=_PaddedCollator(tokenizer, max_length, config.padding),
                           callbacks=callbacks)
-    return Prepared(trainer, tokenizer, data, train_rows, eval_rows, resume, peft_config is not None, history)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # raw log dicts; our own lines say step, loss, tokens/s
+        trainer.remove_callback(noisy)
+    trainer.data_collator = AnswerTokenGuard(trainer.data_collator)
+    return Prepared(trainer, tokenizer, data, train_rows, eval_rows, resume, peft_config is not None, history,
+                    fitted)
 
 
 def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
@@ -284,7 +373,9 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
     tokens, answer_tokens = _answer_tokens(tokenizer, train_rows)
     if main and spec.mlflow is not None:
         _log_params(spec, {"train_examples": len(train_rows), "validation_examples": len(eval_rows),
-                           "train_tokens": tokens, "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
+                           "train_tokens": tokens, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                           "fit.max_length": prepared.fitted.stats.max_length})
+        _mlflow(spec).log_metrics(prepared.fitted.stats.metrics(), run_id=spec.mlflow.run_id)
     seen_before = 0
     if resume:
         seen_before = json.loads((Path(resume) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
@@ -299,6 +390,7 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
             raise TrainingFailed("out_of_memory", f"out of memory: {exc}. Lower batch_size or max_length") from exc
         raise
     seconds = time.perf_counter() - started
+    check_learned(trainer.state.log_history)  # before anything is saved or registered
     adapter = output / ("adapter" if prepared.peft else "model")
     trainer.save_model(str(adapter))  # gathers ZeRO-3 shards on every rank; writes on rank 0
     if not main:
@@ -315,6 +407,7 @@ def train(spec: TrainSpec, reporter: Reporter | None = None) -> dict[str, Any]:
         "first_train_loss": next((h["train/loss"] for h in history if "train/loss" in h), None),
         "final_eval_loss": next((h["eval/loss"] for h in reversed(history) if "eval/loss" in h), None),
         "peak_memory_mb": peak_memory_mb(), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "fitting": prepared.fitted.stats.as_dict(),
     }
     if spec.evaluate_test:
         test = data.filter(pl.col("split") == "test")
