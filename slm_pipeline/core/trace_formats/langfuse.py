@@ -38,8 +38,14 @@ def observation_of_span(span: Span) -> dict[str, Any]:
     def field(name: str) -> Any:
         return json_value(a.get(f"langfuse.observation.{name}"), f"langfuse.observation.{name}")
 
+    # input and output are JSON when the SDK could serialise them, else their text (a streamed answer's)
+    finish = a.get("langfuse.observation.metadata.finish_reason")
+    if isinstance(finish, str) and finish.startswith('"'):  # metadata values are JSON-encoded
+        finish = finish.strip('"')
     return {"id": span.span_id, "traceId": span.trace_id, "type": str(a.get(TYPE, "")).upper(),
-            "name": span.name, "input": field("input"), "output": field("output"),
+            "name": span.name, "input": maybe_json(a.get("langfuse.observation.input")),
+            "output": maybe_json(a.get("langfuse.observation.output")),
+            "metadata": {"finish_reason": finish} if isinstance(finish, str) else {},
             "model": a.get("langfuse.observation.model.name") or a.get("gen_ai.request.model"),
             "modelParameters": field("model.parameters") or {}, "usageDetails": field("usage_details") or {},
             "level": a.get("langfuse.observation.level"), "statusMessage": a.get("langfuse.observation.status_message"),
@@ -79,7 +85,9 @@ def extract(observation: dict[str, Any]) -> LlmCall | None:
         messages = given if isinstance(given, list) else [{"role": "user", "content": str(given)}]
     parameters = observation.get("modelParameters") or {}
     request: dict[str, Any] = {"model": observation.get("model") or "unknown", "messages": messages}
-    request.update({k: maybe_json(v) for k, v in parameters.items() if k not in request and v is not None})
+    # Langfuse's OpenAI integration fills in OpenAI's defaults; an unset max_tokens reads "Infinity"
+    request.update({k: maybe_json(v) for k, v in parameters.items()
+                    if k not in request and v is not None and v not in ("Infinity", "inf")})
     if isinstance(tools, list) and tools:
         request["tools"] = [t for t in (tool_spec(x) for x in tools) if t]
     output = maybe_json(observation["output"])
@@ -90,15 +98,17 @@ def extract(observation: dict[str, Any]) -> LlmCall | None:
         response = output
     else:
         message = _message(output)
+        finish_reason = (observation.get("metadata") or {}).get("finish_reason") or (
+            "tool_calls" if message.get("tool_calls") else "stop")
         response = clean({"id": observation.get("id"), "object": "chat.completion", "model": request["model"],
-                          "choices": [{"index": 0, "message": message,
-                                       "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}]})
+                          "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}]})
         details = observation.get("usageDetails") or observation.get("usage") or {}
         if isinstance(details, dict) and details:
-            tokens = usage(details.get("input", details.get("promptTokens")),
-                           details.get("output", details.get("completionTokens")),
-                           details.get("total", details.get("totalTokens")))
+            tokens = usage(details.get("input", details.get("prompt_tokens", details.get("promptTokens"))),
+                           details.get("output", details.get("completion_tokens", details.get("completionTokens"))),
+                           details.get("total", details.get("total_tokens", details.get("totalTokens"))))
             if tokens is not None:
                 response["usage"] = tokens
-    return LlmCall("langfuse", request, response, tools_known=isinstance(given, dict) and "tools" in given,
+    # Langfuse's OpenAI integration records {"tools", "messages"} whenever tools are offered: a bare list had none
+    return LlmCall("langfuse", request, response, tools_known=isinstance(given, (dict, list)),
                    conversation_id=observation.get("sessionId"))

@@ -37,6 +37,25 @@ def agent_of(payload: dict[str, Any]) -> str | None:
         or None
 
 
+_LITELLM_ONLY = ("provider_specific_fields",)
+
+
+def _openai_response(response: dict[str, Any]) -> dict[str, Any]:
+    """LiteLLM's ModelResponse as OpenAI's completion: its own fields and unset (null) ones left out."""
+    out = {k: v for k, v in response.items() if v is not None and k not in _LITELLM_ONLY}
+    choices = []
+    for choice in out.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        choice = {k: v for k, v in choice.items() if k not in _LITELLM_ONLY}
+        if isinstance(choice.get("message"), dict):
+            message = {k: v for k, v in choice["message"].items() if v is not None and k not in _LITELLM_ONLY}
+            choice["message"] = {"content": None, **message}
+        choices.append(choice)
+    out["choices"] = choices
+    return out
+
+
 def extract(payload: dict[str, Any]) -> LlmCall | None:
     messages = maybe_json(payload.get("messages"))
     if not messages:
@@ -55,7 +74,7 @@ def extract(payload: dict[str, Any]) -> LlmCall | None:
     elif not isinstance(response, dict):
         return None
     else:
-        response = dict(response)
+        response = _openai_response(response)
         if response.get("usage") is None:
             tokens = usage(payload.get("prompt_tokens"), payload.get("completion_tokens"), payload.get("total_tokens"))
             if tokens is not None:
