@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -147,10 +146,14 @@ def _print_runs(runs: list[Any]) -> bool:
 
 
 def _run(select: str | None, agent: str | None, settings: Settings, asset_config: dict | None = None,
-         clusters_per_agent: int | None = None) -> bool:
+         clusters_per_agent: int | None = None, cluster_config: Any = None) -> bool:
+    from slm_pipeline.run_log import send_library_output_to_log
+
+    log_file = send_library_output_to_log(settings)  # before Dagster and the ML libraries are imported
+    err.print(f"[dim]library warnings and logs: {log_file}; every event is in the Dagster UI[/dim]")
     from slm_pipeline.instance import get_instance
     from slm_pipeline.partitions import agent_partitions, split_task_cluster_key
-    from slm_pipeline.runner import SelectionError, run_pipeline, selected_assets
+    from slm_pipeline.runner import PipelineInterrupted, SelectionError, run_pipeline, selected_assets, stop_on_signals
 
     try:
         steps = selected_assets(select)
@@ -189,9 +192,36 @@ def _run(select: str | None, agent: str | None, settings: Settings, asset_config
         def on_partitions(agent_id: str, clusters: list[str]) -> None:
             progress.update(tasks[agent_id], total=agent_steps + cluster_steps * len(clusters))
 
-        runs = run_pipeline(instance, agents, select, on_step, asset_config=asset_config,
-                            on_partitions=on_partitions, clusters_per_agent=clusters_per_agent)
+        try:
+            with stop_on_signals():
+                # Dagster's console lines (ERROR ... RUN_FAILURE with stack traces) are left to the UI; each
+                # run's outcome is printed below in one line, with its reason.
+                runs = run_pipeline(instance, agents, select, on_step, log_level="CRITICAL",
+                                    asset_config=asset_config, on_partitions=on_partitions,
+                                    clusters_per_agent=clusters_per_agent, cluster_config=cluster_config)
+        except PipelineInterrupted as stopped:
+            interrupted = stopped
+        else:
+            interrupted = None
+    if interrupted is not None:
+        _print_interrupted(interrupted, settings)
+        raise typer.Exit(130)
     return _print_runs(runs)
+
+
+def _print_interrupted(stopped, settings: Settings) -> None:  # noqa: ANN001 - runner.PipelineInterrupted
+    """What finished before Ctrl-C/SIGTERM, and how to go on."""
+    finished = [r for r in stopped.runs if r.agent_id != (stopped.partition or "all")]
+    err.print(f"[yellow]interrupted during {stopped.partition or 'the routing table'}[/yellow]: "
+              f"{len(finished)} partition run(s) finished before it"
+              + (": " + ", ".join(r.agent_id for r in finished) if finished else ""))
+    checkpoints = sorted(settings.models_dir.glob("*/*/*/checkpoints/checkpoint-*"),
+                         key=lambda p: p.stat().st_mtime) if settings.models_dir.is_dir() else []
+    if checkpoints:
+        err.print(f"the last training checkpoint is {checkpoints[-1]}; rerun the same command to go on: "
+                  "the fine-tuning resumes from its last checkpoint")
+    else:
+        err.print("rerun the same command to go on (or --select the assets still to run)")
 
 
 def _load_config(path: Path | None) -> dict | None:
@@ -313,6 +343,19 @@ def report(
     out.print(Markdown(report_markdown(result)))
 
 
+SHOWCASE_AGENT = "support-bot"
+SHOWCASE_CONFIG = {  # one whole epoch on a test split large enough for the promotion rule (>= 20 calls, 95%)
+    "task_datasets": {"max_examples": 240, "test_fraction": 0.15, "prompt_form": "compact"},
+    "finetuned_slm": {"max_steps": -1, "epochs": 1.0, "batch_size": 4, "eval_steps": 1000, "save_steps": 10},
+    "slm_evaluation": {"max_test_calls": 30},
+}
+
+
+def _showcase_config(cluster_key: str, rank: int) -> dict[str, dict] | None:
+    """The demo's showcase: the support agent's largest cluster trains until it can be promoted."""
+    return SHOWCASE_CONFIG if rank == 0 and cluster_key.startswith(f"{SHOWCASE_AGENT}:") else None
+
+
 @app.command()
 def demo(
     calls: Annotated[int, typer.Option(min=1, help="Records of demo traffic to generate.")] = 3000,
@@ -326,6 +369,9 @@ def demo(
         "--with-assistant", help="Add the general-assistant agent (eight tool suites) to the demo traffic.")] = False,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML of config per asset; overrides the demo's caps.")] = None,
+    showcase: Annotated[bool, typer.Option(
+        help="Train the support agent's largest cluster for a whole epoch (compact prompt, a larger test split) "
+        "so the run ends with one cluster promoted and routed to its SLM; the others stay capped.")] = True,
 ) -> None:
     """The whole conversion on bundled demo traffic: generate, import, then materialise every asset
     (S1-S3 for every agent, S4-S5 for each agent's largest task clusters, with capped training steps)."""
@@ -342,7 +388,7 @@ def demo(
                               "save_steps": train_steps}}
     for name, values in (_load_config(config) or {}).items():
         caps.setdefault(name, {}).update(values)
-    ok = _run(None, None, settings, caps, clusters_per_agent)
+    ok = _run(None, None, settings, caps, clusters_per_agent, _showcase_config if showcase else None)
     out.rule(f"done in {time.monotonic() - started:.0f} s")
     out.print(f"Open the Dagster UI with `slm-pipeline ui` (Dagster home: {settings.dagster_home.resolve()}).")
     if not ok:
@@ -354,13 +400,20 @@ def ui(
     port: Annotated[int, typer.Option(help="Port of the Dagster web UI.")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
 ) -> None:
-    """Start the Dagster web UI and daemon (`dagster dev`) on this pipeline's instance."""
+    """Start the Dagster web UI and daemon (`dagster dev`) on this pipeline's instance; Ctrl-C or SIGTERM stops
+    them and their runs within seconds."""
     from slm_pipeline.instance import ensure_dagster_home
 
     home = ensure_dagster_home(Settings())
     out.print(f"Dagster home: {home}; open http://{host}:{port}")
+    from slm_pipeline.process_tree import run_process_tree
+
     command = [sys.executable, "-m", "dagster", "dev", "-m", "slm_pipeline.definitions", "-h", host, "-p", str(port)]
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    code = run_process_tree(command, env=os.environ.copy())
+    if code == 130:
+        err.print("stopped the Dagster UI, its daemon and their runs (a stopped training resumes from its last "
+                  "checkpoint when it runs again)")
+    raise typer.Exit(code)
 
 
 @app.command()

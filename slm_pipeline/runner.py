@@ -7,12 +7,19 @@ task-cluster-partitioned ones (S4-S6) for each of the agent's current clusters,
 one Dagster run per partition; the unpartitioned ones (the routing table) run
 once at the end. A cluster whose candidate the promotion rule turns down is not
 a failure: its run says why (`PartitionRun.not_promoted`).
+
+Ctrl-C (SIGINT) or SIGTERM stops the whole command: the running step is interrupted (its
+Dagster Pipes client passes the interrupt on to a training process, which saves nothing
+more and exits as `interrupted`), no further partition starts, and `PipelineInterrupted`
+carries the runs that finished.
 """
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -35,6 +42,9 @@ _STEP_ENDS = {
 }
 
 
+_INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+
+
 class SelectionError(ValueError):
     pass
 
@@ -48,6 +58,39 @@ class PartitionRun:
     materialized: list[str] = field(default_factory=list)
     error: str | None = None
     not_promoted: str | None = None  # the promotion_rule check's reason, when it blocked slm_champion
+    interrupted: bool = False  # SIGINT/SIGTERM stopped it (Dagster turns them into DagsterExecutionInterruptedError)
+
+
+class PipelineInterrupted(Exception):
+    """SIGINT or SIGTERM stopped `run_pipeline`: `runs` ended (the last one was interrupted: `partition`)."""
+
+    def __init__(self, runs: list[PartitionRun], partition: str | None) -> None:
+        super().__init__(f"interrupted during {partition or 'the run'}")
+        self.runs, self.partition = runs, partition
+
+
+stop_requested = threading.Event()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM raise KeyboardInterrupt in the main thread and stop the pipeline after the
+    step they interrupt. Outside the main thread (tests, the UI) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        stop_requested.set()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    stop_requested.clear()
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 def selected_assets(selection: str | None) -> list[dg.AssetKey]:
@@ -121,6 +164,8 @@ def _execute(instance: dg.DagsterInstance, partition: str | None, keys: list[dg.
         done.set()
         watcher.join()
     failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    interrupted = any(e.step_failure_data.error is not None and e.step_failure_data.error.cls_name in _INTERRUPTS
+                      for e in failures)
     blocked = [c for c in result.get_asset_check_evaluations() if c.check_name == PROMOTION_RULE and not c.passed]
     # The blocking promotion check fails its step by design; that alone is an outcome, not an error.
     only_blocked = bool(blocked) and all(
@@ -134,6 +179,7 @@ def _execute(instance: dg.DagsterInstance, partition: str | None, keys: list[dg.
         agent_id=partition or "all", run_id=run_id, success=result.success or only_blocked, steps=steps,
         materialized=sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}),
         error=error, not_promoted=(blocked[0].description or "the promotion rule did not hold") if blocked else None,
+        interrupted=interrupted,
     )
 
 
@@ -146,12 +192,15 @@ def run_pipeline(
     asset_config: dict[str, dict] | None = None,
     on_partitions: Callable[[str, list[str]], None] | None = None,
     clusters_per_agent: int | None = None,
+    cluster_config: Callable[[str, int], dict[str, dict] | None] | None = None,
 ) -> list[PartitionRun]:
     """Materialise `selection` for each agent, then for each of its task clusters.
 
     `asset_config` is run config per asset name ({"finetuned_slm": {"max_steps": 8}}).
     `on_partitions(agent_id, cluster keys)` is called before an agent's clusters run.
     `clusters_per_agent` limits S4-S5 to the agent's N largest clusters (None: all).
+    `cluster_config(cluster key, its rank in the agent, 0 = largest)` may return config per asset name that
+    overrides `asset_config` for that cluster (the demo's showcase).
     The console shows Dagster's log lines from `log_level` up; the UI has them all.
     """
     keys = selected_assets(selection)
@@ -165,16 +214,32 @@ def run_pipeline(
         instance.add_dynamic_partitions(agent_partitions.name, missing)
     loggers = {"console": {"config": {"log_level": log_level}}}
 
-    def config_for(selected: list[dg.AssetKey]) -> dict:
+    def config_for(selected: list[dg.AssetKey], overrides: dict[str, dict] | None = None) -> dict:
         names = {k.to_user_string() for k in selected}
-        ops = {name: {"config": cfg} for name, cfg in (asset_config or {}).items() if name in names}
+        merged = {name: dict(cfg) for name, cfg in (asset_config or {}).items()}
+        for name, cfg in (overrides or {}).items():
+            merged.setdefault(name, {}).update(cfg)
+        ops = {name: {"config": cfg} for name, cfg in merged.items() if name in names}
         return {"loggers": loggers, **({"ops": ops} if ops else {})}
 
-    runs = []
+    runs: list[PartitionRun] = []
+
+    def execute(partition: str | None, selected: list[dg.AssetKey], overrides: dict | None = None) -> PartitionRun:
+        try:
+            run = _execute(instance, partition, selected, config_for(selected, overrides), on_step)
+        except KeyboardInterrupt as exc:
+            stop_requested.set()
+            raise PipelineInterrupted(runs, partition) from exc
+        runs.append(run)
+        if run.interrupted:
+            stop_requested.set()
+        if stop_requested.is_set():
+            raise PipelineInterrupted(runs, partition)
+        return run
+
     for agent_id in agent_ids:
         if per_agent:
-            run = _execute(instance, agent_id, per_agent, config_for(per_agent), on_step)
-            runs.append(run)
+            run = execute(agent_id, per_agent)
             if not run.success:
                 continue
         if per_cluster:
@@ -184,8 +249,8 @@ def run_pipeline(
                 instance.add_dynamic_partitions(task_cluster_partitions.name, new)
             if on_partitions:
                 on_partitions(agent_id, clusters)
-            for key in clusters:
-                runs.append(_execute(instance, key, per_cluster, config_for(per_cluster), on_step))
+            for index, key in enumerate(clusters):
+                execute(key, per_cluster, cluster_config(key, index) if cluster_config else None)
     if unpartitioned:
-        runs.append(_execute(instance, None, unpartitioned, config_for(unpartitioned), on_step))
+        execute(None, unpartitioned)
     return runs

@@ -5,6 +5,7 @@ import json
 import dagster as dg
 
 from slm_pipeline.core.refine.retraining import curated_up_to, refresh_reason, retraining_decisions
+from slm_pipeline.core.settings import Settings
 from slm_pipeline.jobs import ingest_job, publish_job, refresh_job, retrain_job
 from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
 from slm_pipeline.resources import LakeResource, LogStoreResource
@@ -57,12 +58,25 @@ def traffic_volume(context: dg.SensorEvaluationContext, log_store: LogStoreResou
     return dg.SensorResult(run_requests=requests)
 
 
+def retraining_status(settings: Settings) -> dg.DefaultSensorStatus:
+    """How `retrain_clusters` starts: running in a deployment (or SLM_PIPELINE_RETRAINING=on), stopped embedded."""
+    return dg.DefaultSensorStatus.RUNNING if settings.retraining_starts_running else dg.DefaultSensorStatus.STOPPED
+
+
+RETRAINING_HELP = (
+    "It starts running when SLM_PIPELINE_RETRAINING=on, or =auto (the default) with a database (a deployment); "
+    "embedded it starts stopped, since a first training of every cluster with the full defaults is hours of CPU: "
+    "turn it on here (or set SLM_PIPELINE_RETRAINING=on) for full retraining, or train a cluster yourself with "
+    "`slm-pipeline run --select finetuned_slm+ --config capped.yaml`.")
+
+
 @dg.sensor(
     job=retrain_job,
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=retraining_status(Settings()),
     description="After each new clustering of an agent: adds the task-cluster partitions it lacks and retrains the "
-    "clusters that are due (never trained, new data past the threshold, live fallback or disagreement risen).",
+    "clusters that are due (never trained, new data past the threshold, live fallback or disagreement risen). "
+    + RETRAINING_HELP,
 )
 def retrain_clusters(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
     after = int(context.cursor) if context.cursor else 0

@@ -140,3 +140,47 @@ def test_demo_runs_end_to_end(embedded_home: Path):
     assert "all: success  materialised conversion_report, routing_table" in result.stdout
     table = load_routing_table(Lake(Settings().resolved_lake_url))
     assert {r.route for r in table.routes} == {"llm"} and len(table.routes) >= len(clusters)
+
+
+def test_a_signal_stops_the_pipeline_after_the_step_it_interrupts(monkeypatch: pytest.MonkeyPatch):
+    import os
+    import signal
+    import time
+
+    import dagster as dg
+
+    from slm_pipeline import runner
+
+    calls: list[str | None] = []
+
+    def fake_execute(instance, partition, keys, run_config, on_step):  # noqa: ANN001, ANN202
+        calls.append(partition)
+        if partition == "agent-b":
+            os.kill(os.getpid(), signal.SIGTERM)  # what `kill` or a stopping container sends
+            time.sleep(10)
+        return runner.PartitionRun(partition or "all", "r", True)
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(runner.PipelineInterrupted) as stopped, runner.stop_on_signals():
+        runner.run_pipeline(dg.DagsterInstance.ephemeral(), ["agent-a", "agent-b", "agent-c"], "raw_agent_calls")
+    assert calls == ["agent-a", "agent-b"]  # agent-c never started
+    assert stopped.value.partition == "agent-b" and [r.agent_id for r in stopped.value.runs] == ["agent-a"]
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+
+
+def test_a_partition_run_that_dagster_reports_interrupted_stops_the_pipeline(monkeypatch: pytest.MonkeyPatch):
+    """Inside a Dagster run the signal is Dagster's (DagsterExecutionInterruptedError); the runner stops all the same."""
+    from slm_pipeline import runner
+
+    calls: list[str | None] = []
+
+    def fake_execute(instance, partition, keys, run_config, on_step):  # noqa: ANN001, ANN202
+        calls.append(partition)
+        return runner.PartitionRun(partition or "all", "r", False, interrupted=partition == "agent-a")
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    with pytest.raises(runner.PipelineInterrupted) as stopped:
+        runner.run_pipeline(dg.DagsterInstance.ephemeral(), ["agent-a", "agent-b"], "raw_agent_calls")
+    assert calls == ["agent-a"] and stopped.value.partition == "agent-a"
+    runner.stop_requested.clear()

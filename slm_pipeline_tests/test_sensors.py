@@ -42,3 +42,15 @@ def test_new_agents_get_a_partition_and_an_ingest_then_only_growth_triggers(stor
         assert grown.dynamic_partitions_requests == []
         assert {r.partition_key for r in grown.run_requests} <= {"data-analyst", "support-bot", "travel-planner"}
         assert grown.run_requests and all("@" in r.run_key for r in grown.run_requests)
+
+
+def test_the_retraining_sensor_starts_stopped_when_embedded_and_says_how_to_turn_it_on(embedded_home: Path):
+    from slm_pipeline.core.settings import Settings
+    from slm_pipeline.sensors import retrain_clusters, retraining_status
+
+    stopped, running = dg.DefaultSensorStatus.STOPPED, dg.DefaultSensorStatus.RUNNING
+    assert retraining_status(Settings()) == stopped  # embedded, retraining: auto
+    assert retraining_status(Settings(database_url="postgresql://db/x")) == running  # a deployment
+    assert retraining_status(Settings(retraining="on")) == running
+    assert retraining_status(Settings(database_url="postgresql://db/x", retraining="off")) == stopped
+    assert "SLM_PIPELINE_RETRAINING=on" in retrain_clusters.description

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,4 +122,14 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+    retraining: Literal["auto", "on", "off"] = Field(
+        "auto", description="Whether the `retrain_clusters` sensor starts running (launching trainings on its own): "
+        "on, off, or auto (on with a database, i.e. a deployment; off when embedded, where a first training of "
+        "every cluster with the full defaults is hours of CPU nobody asked for). Either way it can be turned on "
+        "or off in the UI (Automation).")
+
+    @property
+    def retraining_starts_running(self) -> bool:
+        return self.retraining == "on" or (self.retraining == "auto" and not self.embedded)
 
