@@ -89,7 +89,7 @@ def import_(
     for path, why in report.unreadable.items():
         err.print(f"[red]error:[/red] cannot read {path}: {why}")
     for path, detected in report.detected.items():
-        err.print(f"{path}: detected format {detected}", highlight=False)
+        err.print(f"{path}: detected format {detected}", highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(report.as_json()))
     else:

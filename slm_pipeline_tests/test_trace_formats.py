@@ -221,3 +221,24 @@ def test_otlp_file_import_counts_every_span(tmp_path: Path):
     assert (report.read, report.imported, report.duplicate, report.quarantined, report.skipped) == (8, 1, 1, 2, 4)
     assert report.skip_reasons == {"not_llm_call": 2, "no_content": 2}
     assert report.quarantine_reasons == {"broken_attribute_json": 2}
+
+
+def test_import_command_detects_the_format_and_reports_skips(embedded_home: Path, tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from slm_pipeline.cli import app
+
+    path = tmp_path / "spans.jsonl"
+    path.write_bytes(orjson.dumps(S.request(S.span(S.openllmetry()), S.span({"http.method": "GET"}))) + b"\n")
+    result = CliRunner().invoke(app, ["import", str(path), "--json", "--agent", "support-bot"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["detected"] == {str(path): "otlp-json"} and f"{path}: detected format otlp-json" in result.stderr
+    assert (report["read"], report["imported"], report["skipped"]) == (2, 1, 1)
+    assert report["skip_reasons"] == {"not_llm_call": 1}
+    forced = CliRunner().invoke(app, ["import", str(path), "--format", "litellm"])
+    assert forced.exit_code == 0 and "quarantined as wrong_type" not in forced.stdout  # read as payloads: none
+    wrong = CliRunner().invoke(app, ["import", str(path), "--format", "zipkin"])
+    assert wrong.exit_code == 2 and "unknown --format" in wrong.stderr

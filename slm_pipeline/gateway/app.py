@@ -488,11 +488,8 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
         # GatewayApp answers it before FastAPI's routing; this is the same handler, for the docs
         return await gateway.chat_completions(request_headers(request.scope), request.receive) or Response(None, 400)
 
-    @app.post("/v1/traces", responses={
-        200: {"description": "ExportTraceServiceResponse (partial_success when spans were not stored)",
-              "content": {"application/x-protobuf": {}, "application/json": {}}},
-        400: {"description": "Not an OTLP trace request"}, 401: {"description": "Unknown or revoked API key"},
-        413: {"description": "Body too large"}, 415: {"description": "Not OTLP protobuf or JSON"}})
+    # OTLP/HTTP's contract (protobuf bodies, google.rpc.Status errors), not the OpenAI API's: not in the OpenAPI schema
+    @app.post("/v1/traces", include_in_schema=False)
     async def otlp_traces(request: Request) -> Response:
         """OTLP/HTTP trace export (protobuf or JSON, gzip): each LLM span is logged as a call of the key's agent
         (gateway/traces.py)."""
