@@ -37,12 +37,17 @@ def test_task_clusters_add_partitions_log_to_mlflow_and_export(embedded_home: Pa
         assert sorted(keys) == sorted(meta["task_cluster_partitions"]) and len(keys) == meta["clusters"] >= 3
         assert {split_task_cluster_key(k)[0] for k in keys} == {"support-bot"}
         assert meta["cluster_map"].startswith("![task clusters of support-bot](data:image/png;base64,")
-        assert "| cluster_id | label | size |" in meta["cluster_table"]
+        assert "| cluster_id | label | size | trainable |" in meta["cluster_table"]
+        sizes = meta["cluster_sizes"]  # the figures every clustering reports
+        assert len(sizes) == meta["clusters"] and sizes == sorted(sizes, reverse=True)
+        assert meta["dataset_minimum"] == 50 and meta["trainable_clusters"] == sum(s >= 50 for s in sizes)
+        assert meta["trainable_share"] == sum(s for s in sizes if s >= 50) / meta["dagster/row_count"]
         assert all(c.passed for c in result.get_asset_check_evaluations())
 
     mlflow.set_tracking_uri(settings.resolved_mlflow_uri)
     run = mlflow.get_run(meta["mlflow_run_id"])
     assert run.data.tags["agent_id"] == "support-bot" and run.data.metrics["clusters"] == meta["clusters"]
+    assert run.data.metrics["trainable_share"] == meta["trainable_share"] and "cluster_size_p50" in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert artifacts == {"cluster_map.png", "clusters.csv"}
     assert str(settings.mlflow_artifact_root) in run.info.artifact_uri  # embedded: under SLM_PIPELINE_HOME

@@ -98,6 +98,17 @@ def test_run_selection_and_agent_errors_are_clear(embedded_home: Path, demo_traf
     assert one.exit_code == 0 and "support-bot: success" in one.stdout and "travel-planner" not in one.stdout
 
 
+def test_clustering_without_collected_calls_fails_and_names_the_missing_step(embedded_home: Path, tmp_path: Path):
+    from slm_pipeline.core.demo import write_demo_traffic
+
+    write_demo_traffic(tmp_path / "t.jsonl", 60, seed=2)
+    invoke("import", str(tmp_path / "t.jsonl"))
+    # one layer up is curated_calls only: S1 never copied the calls to the lake, so there is nothing to curate
+    result = invoke("run", "--select", "+task_clusters", "--agent", "support-bot")
+    assert result.exit_code == 1, result.output
+    assert "raw_agent_calls" in result.output and "*task_clusters" in result.output
+
+
 def test_run_on_an_empty_store_says_what_to_do(embedded_home: Path):
     result = invoke("run")
     assert result.exit_code == 0 and "slm-pipeline import" in result.stderr
