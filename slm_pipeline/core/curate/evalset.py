@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from faker import Faker
 
+from slm_pipeline.core.curate.nonpersonal import non_personal_ip
+
 LABELS = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "API_KEY",
           "STREET_ADDRESS", "DATE_OF_BIRTH", "PASSWORD", "US_PASSPORT")
 STRUCTURED = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "API_KEY")
@@ -82,17 +84,25 @@ def value_generators(fake: Faker, rng: random.Random, uk: Faker, de: Faker) -> d
         street = fake.street_address()
         return street if rng.random() < 0.5 else f"{street}, {fake.city()}, {fake.state_abbr()} {fake.postcode()}"
 
+    def public_ipv6() -> str:
+        while True:
+            value = fake.ipv6()
+            if not non_personal_ip(value):
+                return value
+
     def password() -> str:
         return rng.choice([fake.password(length=rng.randrange(8, 16)), fake.word() + str(rng.randrange(10, 9999))])
 
     return {
         "PERSON": lambda: fake.name() if rng.random() < 0.7 else fake.first_name(),
-        "EMAIL_ADDRESS": lambda: rng.choice([fake.free_email, fake.company_email, fake.email])(),
+        # Not Faker's default `email()`: its example.com/.org/.net domains are reserved and identify no one.
+        "EMAIL_ADDRESS": lambda: rng.choice([fake.free_email, fake.company_email, lambda: fake.email(safe=False)])(),
         "PHONE_NUMBER": lambda: fake.phone_number() if rng.random() < 0.8 else uk.phone_number(),
         "CREDIT_CARD": card,
         "IBAN_CODE": iban,
         "US_SSN": fake.ssn,
-        "IP_ADDRESS": lambda: fake.ipv4() if rng.random() < 0.85 else fake.ipv6(),
+        # Public addresses only: private and documentation ranges point at no one's machine.
+        "IP_ADDRESS": lambda: fake.ipv4_public() if rng.random() < 0.85 else public_ipv6(),
         "API_KEY": key,
         "STREET_ADDRESS": address,
         "DATE_OF_BIRTH": dob,

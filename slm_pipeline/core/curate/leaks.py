@@ -1,7 +1,8 @@
 """A second opinion on curated calls: plain regexes, independent of Presidio, for structured identifiers.
 
-The curated_calls asset check re-scans a sample with these; anything they find that is not one
-of the call's own replacements is a leak. They are deliberately broad (any e-mail-shaped string,
+S2 re-scans every curated call with these; anything they find that is not one of the call's own
+replacements, not a non-personal value (`nonpersonal`) and not in the allow-list is a residual
+identifier, and the call is quarantined. They are deliberately broad (any e-mail-shaped string,
 any Luhn-valid 13-19 digit run, any IBAN with a valid checksum, any SSN-shaped number, any IPv4,
 any vendor key prefix, any North-American phone layout).
 """
@@ -12,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from slm_pipeline.core.curate.nonpersonal import non_personal
 from slm_pipeline.core.curate.recognizers import luhn_valid
 
 PATTERNS: dict[str, re.Pattern[str]] = {
@@ -35,10 +37,13 @@ def _iban_valid(value: str) -> bool:
         return False
 
 
-def find_structured_identifiers(text: str, allowed: Iterable[str] = ()) -> Counter[str]:
-    """Counts by type of identifier-shaped values in `text` that are not inside an `allowed` value."""
+def identifier_matches(text: str, allowed: Iterable[str] = (), allow_list: Iterable[str] = ()
+                       ) -> list[tuple[str, str]]:
+    """(type, value) of the identifier-shaped values in `text` that are not inside an `allowed` value
+    (the call's replacements), identify no one, or are in the `allow_list`."""
     allowed = [a for a in allowed if a]
-    found: Counter[str] = Counter()
+    allow_list = list(allow_list)
+    found: list[tuple[str, str]] = []
     for entity, pattern in PATTERNS.items():
         for match in pattern.finditer(text):
             value = match.group(0)
@@ -46,7 +51,13 @@ def find_structured_identifiers(text: str, allowed: Iterable[str] = ()) -> Count
                 continue
             if entity == "IBAN_CODE" and not _iban_valid(value):
                 continue
-            if any(value in a for a in allowed):
+            if any(value in a for a in allowed) or non_personal(entity, value, allow_list):
                 continue
-            found[entity] += 1
+            found.append((entity, value))
     return found
+
+
+def find_structured_identifiers(text: str, allowed: Iterable[str] = (), allow_list: Iterable[str] = ()
+                                ) -> Counter[str]:
+    """Counts by type of identifier-shaped values in `text` (see `identifier_matches`)."""
+    return Counter(entity for entity, _ in identifier_matches(text, allowed, allow_list))

@@ -3,16 +3,20 @@
 Order matters for speed and for the counts: human-facing and failed calls are dropped first,
 then exact duplicates (normalised content hash), then near duplicates (MinHash on the user turn
 plus the answer), and only the survivors are scrubbed. A call whose texts cannot be analysed is
-quarantined. Every raw call ends up in exactly one place:
+quarantined. Every scrubbed call is then re-scanned with independent regexes (`leaks`); a call in
+which a structured identifier survived is quarantined as `residual_identifier`, with the field and
+the type (never the value), and the rest of the partition goes on. Every raw call ends up in exactly
+one place:
 
     raw = curated + dropped (one reason each: human_facing, answered_by_slm, failed_*, *_duplicate, or a quarantine reason)
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +26,7 @@ import polars as pl
 
 from slm_pipeline.core.collect import RAW_SCHEMA, RAW_TABLE, open_payloads
 from slm_pipeline.core.crypto import KeyRing
-from slm_pipeline.core.curate.leaks import find_structured_identifiers
+from slm_pipeline.core.curate.leaks import find_structured_identifiers, identifier_matches
 from slm_pipeline.core.lake import Lake
 from slm_pipeline.core.quarantine import QuarantineEntry, QuarantineFile, new_quarantine_path
 from slm_pipeline.core.curate.analyzer import AnalyzerConfig, SegmentAnalyzer
@@ -30,6 +34,7 @@ from slm_pipeline.core.chat import called_tools, latest_user_turn, offered_tools
 from slm_pipeline.core.curate.filters import answer_text, content_hash, failure_reason, near_duplicates
 from slm_pipeline.core.curate.scrub import DEFAULT_MAX_TEXT_CHARS, ScrubbedCall, UnscrubbableCall, scrub_calls
 
+RESIDUAL_IDENTIFIER = "residual_identifier"
 CURATED_TABLE = "curated_calls"
 DROPPED_TABLE = "dropped_calls"
 
@@ -66,6 +71,8 @@ class CurationConfig:
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     workers: int = 2
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    public_figures: Literal["scrub", "keep"] = "scrub"  # names as search terms in tool arguments (see scrub.py)
+    residual_limit: float = 0.01  # the blocking check fails above this share of calls with a residual identifier
 
 
 @dataclass
@@ -78,6 +85,27 @@ class CurationResult:
     @property
     def reason_counts(self) -> dict[str, int]:
         return dict(Counter(self.dropped["reason"].to_list()))
+
+    @property
+    def residual_share(self) -> float:
+        """Calls quarantined with a residual identifier, as a share of the calls that were scrubbed."""
+        residual = self.residuals.height
+        scrubbed = self.curated.height + residual
+        return residual / scrubbed if scrubbed else 0.0
+
+    @property
+    def residuals(self) -> pl.DataFrame:
+        return self.dropped.filter(pl.col("reason") == RESIDUAL_IDENTIFIER)
+
+    def residual_summary(self) -> dict[str, dict[str, int]]:
+        """{"types": {type: calls}, "fields": {field: calls}} of the residual identifiers (no values)."""
+        types: Counter[str] = Counter()
+        fields: Counter[str] = Counter()
+        for detail in self.residuals["detail"].to_list():
+            for item in orjson.loads(detail or "[]"):
+                types[item["type"]] += 1
+                fields[item["field"]] += 1
+        return {"types": dict(types), "fields": dict(fields)}
 
     @property
     def reconciles(self) -> bool:
@@ -162,7 +190,7 @@ def curate_calls(
     tools_offered = [offered_tools(req) for _, req, _ in survivors]
     system_hashes = [system_fingerprint(req) for _, req, _ in survivors]
     scrubbed = scrub_calls([(req, resp) for _, req, resp in survivors], analyzer, salt, config.strategy,
-                           config.max_text_chars, on_progress)
+                           config.max_text_chars, on_progress, config.public_figures)
 
     curated: list[dict[str, Any]] = []
     entity_counts: Counter[str] = Counter()
@@ -171,6 +199,10 @@ def curate_calls(
             drop(row, "quarantine", result.reason, str(result))
             continue
         assert isinstance(result, ScrubbedCall)
+        residual = residual_identifiers(result, config.analyzer.allow_list)
+        if residual:
+            drop(row, "quarantine", RESIDUAL_IDENTIFIER, orjson.dumps(residual).decode())
+            continue
         entity_counts.update(result.entities)
         curated.append({
             "seq": row["seq"], "call_id": row["call_id"], "agent_id": row["agent_id"],
@@ -206,44 +238,57 @@ class PartitionCuration:
     agent_id: str
     result: CurationResult
     curated_path: str | None
-    leak_counts: dict[str, int]
-    leak_sample: int
+    leak_counts: dict[str, int]  # calls with a residual identifier, by type (each call was re-scanned)
+    leak_sample: int  # calls re-scanned: every scrubbed call
     quarantine_path: str | None
     analysis: dict[str, int]
     seconds: float
 
 
-def leak_scan(curated: pl.DataFrame, sample: int, seed: int = 0) -> tuple[dict[str, int], int]:
-    """Structured identifiers found by the independent regexes in a sample of curated calls."""
+def scanned_strings(request: dict[str, Any], response: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field path, text) of every string of a curated call but its tool definitions, JSON in strings decoded."""
+
+    def walk(item: Any, where: str) -> Iterator[tuple[str, str]]:
+        if isinstance(item, str):
+            if item[:1] in "{[":
+                try:
+                    yield from walk(orjson.loads(item), where)
+                    return
+                except orjson.JSONDecodeError:
+                    pass
+            yield where, item
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                yield from walk(v, f"{where}.{k}")
+        elif isinstance(item, (list, tuple)):
+            for i, v in enumerate(item):
+                yield from walk(v, f"{where}[{i}]")
+
+    yield from walk({k: v for k, v in request.items() if k != "tools"}, "request")
+    yield from walk(response, "response")
+
+
+def residual_identifiers(call: ScrubbedCall, allow_list: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """What the independent regexes still find in a scrubbed call: [{"field": path, "type": type}] (no values)."""
+    found: list[dict[str, str]] = []
+    for where, text in scanned_strings(call.request, call.response):
+        for entity, _ in identifier_matches(text, call.replacements, allow_list):
+            item = {"field": re.sub(r"\[\d+\]", "[]", where), "type": entity}
+            if item not in found:
+                found.append(item)
+    return found
+
+
+def leak_scan(curated: pl.DataFrame, sample: int, seed: int = 0, allow_list: tuple[str, ...] = ()
+              ) -> tuple[dict[str, int], int]:
+    """Structured identifiers found by the independent regexes in a sample of curated calls (not their
+    tool definitions, which are never rewritten)."""
     rows = curated.sample(min(sample, curated.height), seed=seed) if curated.height else curated
     found: Counter[str] = Counter()
     for row in rows.select("request", "response", "replacements").iter_rows(named=True):
-        text = orjson.loads(row["request"]), orjson.loads(row["response"])
-        found.update(find_structured_identifiers(_all_strings(text), row["replacements"]))
+        for _, text in scanned_strings(orjson.loads(row["request"]), orjson.loads(row["response"])):
+            found.update(find_structured_identifiers(text, row["replacements"], allow_list))
     return dict(found), rows.height
-
-
-def _all_strings(value: Any) -> str:
-    """Every string in a JSON value, tool-call arguments decoded, one per line."""
-    out: list[str] = []
-
-    def walk(item: Any) -> None:
-        if isinstance(item, str):
-            out.append(item)
-            if item[:1] in "{[":
-                try:
-                    walk(orjson.loads(item))
-                except orjson.JSONDecodeError:
-                    pass
-        elif isinstance(item, dict):
-            for v in item.values():
-                walk(v)
-        elif isinstance(item, (list, tuple)):
-            for v in item:
-                walk(v)
-
-    walk(value)
-    return "\n".join(out)
 
 
 def curate_agent(
@@ -253,7 +298,6 @@ def curate_agent(
     salt: bytes,
     quarantine_dir: Path,
     cache_path: Path | None = None,
-    leak_sample: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
     key_ring: KeyRing | None = None,
 ) -> PartitionCuration:
@@ -281,6 +325,7 @@ def curate_agent(
                                            reason=row["reason"], message=row["detail"] or row["reason"]))
         quarantine.close()
         quarantine_path = str(quarantine.path)
-    leaks, scanned = leak_scan(result.curated, leak_sample)
+    leaks = result.residual_summary()["types"]
+    scanned = result.curated.height + result.residuals.height
     return PartitionCuration(agent_id, result, curated_path, leaks, scanned, quarantine_path, dict(analyzer.stats),
                              time.monotonic() - started)

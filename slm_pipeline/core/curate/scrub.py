@@ -1,11 +1,21 @@
 """Scrub every text of a call: message contents (the system prompt included), tool-call arguments
-(every JSON string value, the JSON kept valid), tool results, the teacher's answer, and the
-descriptions in the tool schemas (developers paste examples there).
+(every JSON string value, the JSON kept valid), tool results and the teacher's answer.
+
+Tool definitions (`request.tools`) are the agent's code, not user content: the SLM sees them at
+serving time exactly as the agent sends them, so they are never rewritten. They are only searched
+for secrets; a secret in one quarantines the call (`secret_in_tool_definition`).
 
 Replacement is consistent within a call: the values found anywhere in the call are looked for
 everywhere in it, so a name Presidio finds in the prompt is replaced in the tool arguments too,
 and both get the same surrogate. Tool-argument keys add evidence of their own (`password`,
-`api_key`, `guest_name`, `phone`, ...).
+`api_key`, `guest_name`, `phone`, ...). A short tool-argument value (four words or fewer) is a
+person's name only on that evidence (its key, or the same name found as a person in the conversation):
+spaCy's small model, seeing a value alone, calls cities, song titles and job titles people.
+
+Names as search terms (`director="..."`, `artist="..."`) are scrubbed by default: nothing tells a
+public figure from a private person. `public_figures="keep"` keeps a name that is the whole value
+of an argument whose key does not say it holds the user's own name (a search term), everywhere in
+the call.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from typing import Any
 import orjson
 
 from slm_pipeline.core.curate.analyzer import STRUCTURED_ENTITIES, Finding, SegmentAnalyzer
+from slm_pipeline.core.curate.nonpersonal import has_name_part, non_personal
+from slm_pipeline.core.curate.recognizers import API_KEY_PATTERNS
 from slm_pipeline.core.curate.surrogates import Replacer
 
 DEFAULT_MAX_TEXT_CHARS = 200_000
@@ -27,21 +39,26 @@ DEFAULT_MAX_TEXT_CHARS = 200_000
 KEY_HINTS: list[tuple[re.Pattern[str], str, Callable[[str], bool]]] = [
     (re.compile(r"(pass(word|wd|code|phrase)?|pwd|secret|pin)$"), "PASSWORD", lambda v: len(v) >= 3),
     (re.compile(r"(api_?key|apikey|access_?token|auth_?token|token|authorization|private_?key|"
-                r"client_?secret|secret_?key|key)$"), "API_KEY", lambda v: len(v) >= 8),
+                r"client_?secret|secret_?key)$"), "API_KEY", lambda v: len(v) >= 8),
+    # A bare `key` is as often a dictionary key or a setting's name: only a secret-looking value counts.
+    (re.compile(r"(^|_)key$"), "API_KEY",
+     lambda v: len(v) >= 16 and " " not in v and all(re.search(c, v) for c in (r"[a-z]", r"[A-Z]", r"\d"))),
     (re.compile(r"(e_?mail|email_?address)$"), "EMAIL_ADDRESS", lambda v: "@" in v),
     (re.compile(r"(phone|phone_?number|mobile|tel|telephone|fax|cell)$"), "PHONE_NUMBER",
      lambda v: sum(c.isdigit() for c in v) >= 7),
-    (re.compile(r"((guest|customer|passenger|contact|traveller|traveler|cardholder|holder|full|first|last|"
-                r"patient|user)_?name|customer|passenger|traveller|traveler|name)$"), "PERSON",
-     lambda v: bool(re.fullmatch(r"[A-Z][a-zA-Z'.-]+(?: [A-Z][a-zA-Z'.-]+){0,3}", v))),
+    # The whole key: `city_name`, `song_name` and `product_name` hold no person.
+    (re.compile(r"^(?:(guest|customer|passenger|contact|traveller|traveler|cardholder|holder|full|first|last|"
+                r"patient|user|employee|recipient|sender)_?name|customer|passenger|traveller|traveler|name)$"),
+     "PERSON", lambda v: bool(re.fullmatch(r"[A-Z][a-zA-Z'.-]+(?: [A-Z][a-zA-Z'.-]+){0,3}", v))
+     and not non_personal("PERSON", v)),
+    (re.compile(r"(ip|ip_?address|client_?ip)$"), "IP_ADDRESS", lambda v: "." in v or ":" in v),
     (re.compile(r"((shipping|billing|home|street|postal|mailing)_?address|address|street)$"), "STREET_ADDRESS",
-     lambda v: any(c.isdigit() for c in v) and len(v) >= 8),
+     lambda v: any(c.isdigit() for c in v) and len(v) >= 8 and re.search(r"[A-Za-z]{2,}", v) is not None),
     (re.compile(r"(ssn|social_?security(_?number)?)$"), "US_SSN", lambda v: sum(c.isdigit() for c in v) == 9),
     (re.compile(r"(card|card_?number|credit_?card|pan)$"), "CREDIT_CARD", lambda v: sum(c.isdigit() for c in v) >= 12),
     (re.compile(r"iban$"), "IBAN_CODE", lambda v: len(v) >= 15),
     (re.compile(r"passport(_?(number|no))?$"), "US_PASSPORT", lambda v: len(v) >= 6),
     (re.compile(r"(dob|date_?of_?birth|birth_?date|birthday)$"), "DATE_OF_BIRTH", lambda v: len(v) >= 6),
-    (re.compile(r"(ip|ip_?address|client_?ip)$"), "IP_ADDRESS", lambda v: "." in v or ":" in v),
     (re.compile(r"(account_?number|bank_?account)$"), "US_BANK_NUMBER", lambda v: sum(c.isdigit() for c in v) >= 6),
 ]
 
@@ -166,25 +183,44 @@ def _message_texts(message: dict[str, Any], texts: CallTexts, where: str, max_ch
             _json_text(function, "arguments", texts, f"{where}.tool_calls[{j}].arguments", max_chars, strict=True)
 
 
-def _descriptions(value: Any, texts: CallTexts, where: str, max_chars: int) -> None:
-    """The `description` strings anywhere in a tool schema."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "description" and isinstance(item, str):
-                _check(item, f"{where}.description", max_chars)
-                texts.slots.append(Slot(item, None, lambda new, d=value: d.__setitem__("description", new)))
-            else:
-                _descriptions(item, texts, f"{where}.{key}", max_chars)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _descriptions(item, texts, f"{where}[{i}]", max_chars)
+_SECRETS = [re.compile(p.regex) for p in API_KEY_PATTERNS]
+SHORT_ARGUMENT_WORDS = 4
+
+
+def tool_definition_secret(tools: Any) -> str | None:
+    """Where a secret sits in the tool definitions (`request.tools[0].function...`), or None.
+
+    The definitions are never rewritten, so a secret in one cannot be scrubbed: the call is quarantined."""
+
+    def walk(value: Any, where: str) -> str | None:
+        if isinstance(value, str):
+            for pattern in _SECRETS:
+                if pattern.search(value):
+                    return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                found = walk(item, f"{where}.{key}")
+                if found:
+                    return found
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                found = walk(item, f"{where}[{i}]")
+                if found:
+                    return found
+        return None
+
+    return walk(tools, "request.tools")
 
 
 def call_texts(request: dict[str, Any], response: dict[str, Any], max_chars: int = DEFAULT_MAX_TEXT_CHARS
                ) -> CallTexts:
     """Every text of a call, in a fixed order, each with a way to write it back (mutates the dicts)."""
     texts = CallTexts()
-    _descriptions(request.get("tools") or [], texts, "request.tools", max_chars)
+    where = tool_definition_secret(request.get("tools") or [])
+    if where:
+        raise UnscrubbableCall("secret_in_tool_definition",
+                               f"{where}: an API key or private key in a tool definition; tool definitions are "
+                               f"never rewritten, so remove the secret from the agent's tool schema")
     for i, message in enumerate(request.get("messages") or []):
         if isinstance(message, dict):
             _message_texts(message, texts, f"request.messages[{i}]", max_chars)
@@ -232,6 +268,19 @@ class ScrubbedCall:
     replacements: list[str]
 
 
+def _person_key(key: str | None) -> bool:
+    """The argument's key says it holds a person's own name (`guest_name`, `customer`, ...)."""
+    return bool(key) and any(entity == "PERSON" and pattern.search(key.lower()) for pattern, entity, _ in KEY_HINTS)
+
+
+def _short_value(slot: Slot) -> bool:
+    return slot.key is not None and len(slot.text.split()) <= SHORT_ARGUMENT_WORDS
+
+
+def _task_word(value: str, terms: list[str]) -> bool:
+    return any(value in term for term in terms) and not has_name_part(value)
+
+
 def scrub_calls(
     payloads: list[tuple[dict[str, Any], dict[str, Any]]],
     analyzer: SegmentAnalyzer,
@@ -239,8 +288,10 @@ def scrub_calls(
     strategy: str = "surrogate",
     max_chars: int = DEFAULT_MAX_TEXT_CHARS,
     on_progress: Callable[[int, int], None] | None = None,
+    public_figures: str = "scrub",
 ) -> list[ScrubbedCall | UnscrubbableCall]:
     """Scrub calls (request, response dicts, modified in place); unscrubbable ones come back as errors."""
+    allow_list = analyzer.config.allow_list
     extracted: list[CallTexts | UnscrubbableCall] = []
     for request, response in payloads:
         try:
@@ -257,15 +308,30 @@ def scrub_calls(
             continue
         replacer = Replacer(salt, strategy)
         spans: list[list[Finding]] = []
+        search_terms: set[str] = set()
         for slot in item.slots:  # first pass: what Presidio found, and what the argument keys say
             found = list(next(findings))
             hinted = key_hint(slot.key, slot.text)
-            if hinted and slot.text.strip():
+            if hinted and slot.text.strip() and not non_personal(hinted, slot.text, allow_list):
                 found.append((0, len(slot.text), hinted, 1.0))
-            found = resolve_overlaps(found)
+            if _short_value(slot) and not _person_key(slot.key):
+                # A value seen alone: spaCy's guess that it is a person is no evidence (cities, titles, songs).
+                if any(f[2] == "PERSON" and f[0] == 0 and f[1] == len(slot.text.strip()) for f in found):
+                    search_terms.add(slot.text.strip())
+                found = [f for f in found if f[2] != "PERSON"]
+            spans.append(resolve_overlaps(found))
+        # A "person" found in the conversation that is part of a short task value (a song title, a dish,
+        # an amenity) and holds no known first or last name is the task's word, not a person.
+        terms = [slot.text for slot in item.slots if _short_value(slot) and not _person_key(slot.key)]
+        if terms:
+            spans = [[f for f in found if not (f[2] == "PERSON" and _task_word(slot.text[f[0]:f[1]], terms))]
+                     for slot, found in zip(item.slots, spans)]
+        if public_figures == "keep":
+            spans = [[f for f in found if not (f[2] == "PERSON" and slot.text[f[0]:f[1]] in search_terms)]
+                     for slot, found in zip(item.slots, spans)]
+        for slot, found in zip(item.slots, spans):
             for start, end, entity, _ in found:
                 replacer(entity, slot.text[start:end])
-            spans.append(found)
         values = sorted(replacer.mapping, key=len, reverse=True)
         for slot, found in zip(item.slots, spans):  # second pass: the same values wherever they recur
             final = resolve_overlaps(found + _occurrences(slot.text, values, replacer.kinds))
