@@ -38,3 +38,23 @@ def test_beating_the_champion_promotes_and_nothing_to_promote_says_so():
     assert decide(None, None).reasons == ["no fine-tuned candidate finished training"]
     lenient = PromotionConfig(threshold=0.5, min_test_calls=5, min_lower_bound=0.0)
     assert decide(Score("v2", 4, 6), None, lenient).promote
+
+
+def test_a_cluster_whose_training_learned_nothing_stays_on_the_llm_in_the_report_with_the_reason(tmp_path):
+    import json
+
+    from slm_pipeline.core.finetune import FineTuneJob, FineTuneOutcome, record_finetuned
+    from slm_pipeline.core.lake import Lake, cluster_partition
+    from slm_pipeline.core.refine.report import _cluster_entry
+    from slm_pipeline.core.task_data import DATASETS_TABLE
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.put_file(DATASETS_TABLE, cluster_partition("a", "c1"), "dataset.json",
+                  json.dumps({"status": "ready", "reason": "120 examples"}).encode())
+    job = FineTuneJob("a", "c1", "smollm2-135m-instruct", tmp_path / "run", tmp_path / "spec.json", "r1", False)
+    reason = "the training loss did not fall: 2.1 at the first step; raise learning_rate or max_steps"
+    record = record_finetuned(lake, "a", "c1", [FineTuneOutcome(job, "learned_nothing", reason)])
+    assert record["models"] == [] and record["failures"][0]["status"] == "learned_nothing"
+    entry = _cluster_entry(lake, "a", {"cluster_id": "c1", "label": "refunds", "size": 120}, None, False, None)
+    assert entry["status"] == "stays_on_llm"
+    assert entry["reason"] == f"training smollm2-135m-instruct learned_nothing: {reason}"

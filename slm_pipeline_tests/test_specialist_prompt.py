@@ -36,9 +36,9 @@ def refund_calls() -> pl.DataFrame:
 def _served(dataset, form: str) -> ServedAdapter:
     """The adapter as the SLM server builds it from the cluster's route (serving/adapters.py `_fetch`)."""
     route = Route("support-bot", "c1", "refund request", "slm", "champion", "slm-support-bot-c1", "1",
-                  task_prompt=dataset.task_prompt, prompt_form=form)
+                  task_prompt=dataset.task_prompt, prompt_form=form, prompt_tools=dataset.prompt_tools)
     return ServedAdapter("slm-support-bot-c1", "a1", "slm-support-bot-c1", "1", route.task_prompt, Path("."),
-                         route.agent_id, route.cluster_id, 0, "champion", route.prompt_form)
+                         route.agent_id, route.cluster_id, 0, "champion", route.prompt_form, tuple(route.prompt_tools))
 
 
 @pytest.mark.parametrize("form", ["compact", "full"])
@@ -60,7 +60,9 @@ def test_a_gateway_request_becomes_the_same_tokens_in_training_and_in_serving(fo
         first = json.loads(dataset.examples["messages"][0])[0]["content"]
         assert '"parameters"' in first  # the tools' schemas as sent
     else:
-        assert json.loads(dataset.examples["messages"][0])[0]["content"] == dataset.task_prompt
+        system = json.loads(dataset.examples["messages"][0])[0]["content"]
+        assert system.startswith(dataset.task_prompt) and "issue_refund(order_id: string" in system
+        assert dataset.prompt_tools == ["issue_refund"] and '"parameters"' not in system
 
 
 def test_the_compact_form_is_shorter_and_keeps_the_tools_and_the_conversation(tokenizer, refund_calls):
@@ -75,5 +77,11 @@ def test_the_compact_form_is_shorter_and_keeps_the_tools_and_the_conversation(to
     assert compact.messages(request)[1:] == full.messages(request)[1:]  # the same conversation
     assert all(t["function"]["name"] + "(" in compact.messages(request)[0]["content"] for t in tools)
     assert first_sentence("Looks up an order. Returns its status, e.g. shipped.") == "Looks up an order."
+    other = {"type": "function", "function": {"name": "find_parcel", "description": "Find a parcel. By id.",
+                                              "parameters": {"properties": {"order_id": {"type": "string"}}}}}
+    offered = {**request, "tools": [*tools, other]}
+    listed = SpecialistPrompt("compact", "Task: x. Answer with <tool_call> JSON for one of:", ("find_parcel",))
+    assert listed.system(offered).splitlines()[1:] == ["find_parcel(order_id?: string) - Find a parcel."]
+    assert len(listed.system(request).splitlines()) == 1 + len(tools)  # none of its tools offered: all offered
     with pytest.raises(ValueError, match="not one of compact, full"):
         SpecialistPrompt("short")  # type: ignore[arg-type]

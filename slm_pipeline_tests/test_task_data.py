@@ -15,11 +15,13 @@ def test_refund_cluster_becomes_a_chat_dataset_with_the_teacher_answers(curated_
     calls = cluster_examples(curated_demo, "support.refund_request")
     dataset = build_task_dataset("support-bot", "c1", "refund request order", calls)
     assert dataset.status == "ready" and dataset.examples.height == calls.height
-    assert "issue_refund(order_id: string, amount: number" in dataset.task_prompt
+    assert dataset.task_prompt.startswith("Task: refund request order.") and dataset.prompt_tools == ["issue_refund"]
     row = dataset.examples.row(0, named=True)
     messages = json.loads(row["messages"])
-    assert messages[0] == {"role": "system", "content": dataset.task_prompt}
-    assert messages[-1]["role"] == "user" and len(dataset.task_prompt) < 300  # not the agent's 1,100 characters
+    system = messages[0]["content"]  # the task prompt, then the cluster's tools this request offers
+    assert messages[0]["role"] == "system" and system.startswith(dataset.task_prompt)
+    assert "issue_refund(order_id: string, amount: number" in system
+    assert messages[-1]["role"] == "user" and len(system) < 300  # not the agent's 1,100 characters
     answer = parse_answer(row["completion"], "tool_call")
     request, response = (json.loads(v) for v in calls.filter(pl.col("call_id") == row["call_id"]).row(0)[2:4])
     teacher = json.loads(response["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])

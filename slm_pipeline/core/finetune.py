@@ -122,7 +122,7 @@ def finish_finetune(job: FineTuneJob, exit_code: int, settings: Settings) -> Fin
         status = _EXIT_STATUS.get(exit_code, "failed")
         outcome = FineTuneOutcome(job, status if status != "finished" else "failed",
                                   f"the training process exited with code {exit_code} without a report")
-    if not outcome.ok:
+    if not outcome.ok and outcome.status != "learned_nothing":  # its reason says what to change instead
         checkpoints = job.output_dir / "checkpoints"
         last = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) \
             if checkpoints.is_dir() else []

@@ -2,9 +2,10 @@
 
 Two forms, recorded in the cluster's dataset (`dataset.json` `prompt_form`) and in its route:
 
-  compact  a short task instruction (the task, the answer's shape, the tools as signatures
-           `name(arg: type, ...)` with the first sentence of each description), then the
-           conversation after the agent's system prompt, tool results marked `Tool result:`.
+  compact  a short task instruction (the task, the answer's shape, and the tools the request
+           offers among those the cluster calls, as signatures `name(arg: type, ...)` with the
+           first sentence of each description), then the conversation after the agent's system
+           prompt, tool results marked `Tool result:`.
            A specialised SLM does not need the agent's whole system prompt or JSON schemas:
            the gateway routes only this task's calls to it.
   full     the agent's request as sent: its system prompt and its tools' JSON schemas, then
@@ -57,10 +58,17 @@ def tool_line(tool: dict[str, Any]) -> str:
 
 
 def task_instruction(label: str, answer_kind: str, tools: list[dict[str, Any]]) -> str:
-    """The compact form's system prompt: the task, the answer's shape, the tools."""
+    """The task, the answer's shape, and (tool calls) the given tools, one line each."""
+    head = instruction_head(label, answer_kind)
     if answer_kind == "tool_call":
-        lines = "\n".join(tool_line(t) for t in tools)
-        return f"Task: {label}. Answer with <tool_call> JSON for one of:\n{lines}"
+        return head + "\n" + "\n".join(tool_line(t) for t in tools)
+    return head
+
+
+def instruction_head(label: str, answer_kind: str) -> str:
+    """The compact form's fixed part: the task and the answer's shape (the tools follow, per request)."""
+    if answer_kind == "tool_call":
+        return f"Task: {label}. Answer with <tool_call> JSON for one of:"
     if answer_kind == "json":
         return f"Task: {label}.\nAnswer only with one JSON object."
     return f"Task: {label}.\nAnswer in plain text."
@@ -114,14 +122,24 @@ class SpecialistPrompt:
     """How one cluster's requests are shown to its SLM."""
 
     form: PromptForm = "compact"
-    instruction: str = ""  # the compact form's system prompt (task_instruction); unused by `full`
+    instruction: str = ""  # the compact form's fixed part (instruction_head); unused by `full`
+    # The cluster's tools (the ones its answers call). The compact form lists those the request offers, as
+    # signatures taken from the request itself; all offered ones when it offers none of them. Empty: no tool lines
+    # (text and JSON tasks, and routes written before the tools were recorded, whose instruction lists them).
+    tools: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.form not in PROMPT_FORMS:
             raise ValueError(f"prompt form {self.form!r} is not one of {', '.join(PROMPT_FORMS)}")
 
     def system(self, request: dict[str, Any]) -> str:
-        return self.instruction if self.form == "compact" else full_system(request)
+        if self.form == "full":
+            return full_system(request)
+        if not self.tools:
+            return self.instruction
+        offered = [t for t in request.get("tools") or [] if isinstance(t, dict)]
+        known = [t for t in offered if (t.get("function") or {}).get("name") in self.tools]
+        return "\n".join([self.instruction, *(tool_line(t) for t in known or offered)])
 
     def messages(self, request: dict[str, Any]) -> list[dict[str, str]]:
         """What the SLM sees for `request` (an OpenAI chat-completions payload), before its chat template."""

@@ -24,7 +24,7 @@ import polars as pl
 
 from slm_pipeline.core.chat import latest_user_turn
 from slm_pipeline.core.curate.filters import near_duplicates
-from slm_pipeline.core.specialist_prompt import PromptForm, SpecialistPrompt, task_instruction
+from slm_pipeline.core.specialist_prompt import PromptForm, SpecialistPrompt, instruction_head, task_instruction
 from slm_pipeline.core.specialist_prompt import conversation, tool_signature  # noqa: F401 - re-exported
 from slm_pipeline.core.toolcalls import ParsedAnswer, render_answer, teacher_answer
 
@@ -66,6 +66,11 @@ class TaskDataset:
     filtered: dict[str, int] = field(default_factory=dict)  # reason -> calls left out
     tools: list[dict[str, Any]] = field(default_factory=list)  # the OpenAI definitions of the tools it calls
     prompt_form: PromptForm = "compact"  # how examples (and, once promoted, served requests) are shown to the SLM
+    prompt_tools: list[str] = field(default_factory=list)  # the tools the compact form lists (when offered)
+
+    @property
+    def specialist_prompt(self) -> SpecialistPrompt:
+        return SpecialistPrompt(self.prompt_form, self.task_prompt, tuple(self.prompt_tools))
 
     def split(self, name: Split) -> pl.DataFrame:
         return self.examples.filter(pl.col("split") == name)
@@ -158,11 +163,12 @@ def build_task_dataset(agent_id: str, cluster_id: str, label: str, calls: pl.Dat
     called = sorted({c.name for a in answers for c in a.tool_calls})
     missing = [name for name in called if name not in tools_by_name]
     tools = [tools_by_name[name] for name in called if name in tools_by_name]
-    prompt = task_prompt(label, kind, tools)
+    prompt = instruction_head(label, kind)
+    prompt_tools = tuple(called) if kind == "tool_call" else ()
     if missing:
         prompt += "\nAlso: " + ", ".join(f"{name}(...)" for name in missing)
 
-    specialist = SpecialistPrompt(config.prompt_form, prompt)
+    specialist = SpecialistPrompt(config.prompt_form, prompt, prompt_tools)
     user_turns = [latest_user_turn(request) for _, request in rows]
     duplicate_of = near_duplicates(user_turns, threshold=config.near_duplicate_threshold)
     group_of: list[str] = []
@@ -187,7 +193,7 @@ def build_task_dataset(agent_id: str, cluster_id: str, label: str, calls: pl.Dat
     elif examples.filter(pl.col("split") == "test").height == 0:
         status, reason = "stays_on_llm", "too few distinct requests to hold out a test split"
     return TaskDataset(agent_id, cluster_id, status, reason, prompt, examples, dict(filtered), tools,
-                       config.prompt_form)
+                       config.prompt_form, list(prompt_tools))
 
 
 def cluster_calls_frame(lake: Any, agent_id: str, cluster_id: str) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -216,7 +222,8 @@ def build_cluster_dataset(lake: Any, agent_id: str, cluster_id: str, config: Dat
     partition = cluster_partition(agent_id, cluster_id)
     lake.write(DATASETS_TABLE, partition, dataset.examples)
     meta = {**dataset.summary(), "agent_id": agent_id, "cluster_id": cluster_id, "label": cluster["label"],
-            "task_prompt": dataset.task_prompt, "prompt_form": dataset.prompt_form, "tools": dataset.tools,
+            "task_prompt": dataset.task_prompt, "prompt_form": dataset.prompt_form,
+            "prompt_tools": dataset.prompt_tools, "tools": dataset.tools,
             "calls": calls.height,
             "context_needed": int((cluster["prompt_tokens_p95"] or 0) + (cluster["answer_tokens_p95"] or 0))}
     lake.put_file(DATASETS_TABLE, partition, "dataset.json", json.dumps(meta, indent=2).encode())

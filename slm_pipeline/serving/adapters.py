@@ -47,11 +47,12 @@ class ServedAdapter:
     loaded_at: int
     role: Literal["champion", "challenger"] = "champion"
     prompt_form: PromptForm = "compact"  # as its training data was built (the route's, from dataset.json)
+    prompt_tools: tuple[str, ...] = ()
 
     @property
     def prompt(self) -> SpecialistPrompt:
         """How a request is shown to this adapter: exactly as its training examples were built."""
-        return SpecialistPrompt(self.prompt_form, self.task_prompt)
+        return SpecialistPrompt(self.prompt_form, self.task_prompt, self.prompt_tools)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def resolve_route(route: Route, base_model: str, settings: Settings, table_versi
         return skip(problem)
     assert route.registered_model and route.version and route.task_prompt
     if current and (current.registered_model, current.version) == (route.registered_model, route.version):
-        return replace(current, task_prompt=route.task_prompt, prompt_form=route.prompt_form)
+        return replace(current, task_prompt=route.task_prompt, prompt_form=route.prompt_form,
+                       prompt_tools=tuple(route.prompt_tools or ()))
     try:
         champion = registry.get_alias(route.registered_model, settings=settings)
     except Exception as exc:
@@ -125,7 +127,8 @@ def resolve_challenger(route: Route, base_model: str, settings: Settings,
         return skip(problem)
     assert route.registered_model and route.task_prompt
     if current and (current.registered_model, current.version) == (route.registered_model, version):
-        return replace(current, task_prompt=route.task_prompt, prompt_form=route.prompt_form)
+        return replace(current, task_prompt=route.task_prompt, prompt_form=route.prompt_form,
+                       prompt_tools=tuple(route.prompt_tools or ()))
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -169,7 +172,7 @@ def _fetch(name: str, route: Route, version: registry.Champion, role: Literal["c
     assert route.task_prompt
     return ServedAdapter(name, peft_name(name, version.version), version.registered_model, version.version,
                          route.task_prompt, folder, route.agent_id, route.cluster_id, int(time.time()), role,
-                         route.prompt_form)
+                         route.prompt_form, tuple(route.prompt_tools or ()))
 
 
 def resolve_table(table: RoutingTable | None, base_model: str, settings: Settings,

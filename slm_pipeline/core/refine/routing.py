@@ -46,6 +46,7 @@ class Route:
     shadow_model: str | None = None
     shadow_version: str | None = None
     prompt_form: str = "compact"  # specialist_prompt form the SLM was trained with (dataset.json)
+    prompt_tools: list[str] = field(default_factory=list)  # the tools its compact prompt lists (dataset.json)
 
 
 @dataclass
@@ -140,7 +141,7 @@ def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
                     champion.registered_model, champion.version, champion.base_model,
                     serving_model_name(agent_id, cluster_id), meta.get("task_prompt"), main,
                     (evaluated or {}).get("metrics", {}).get("agreement"), kind, **shadow,
-                    prompt_form=meta.get("prompt_form", "compact")))
+                    prompt_form=meta.get("prompt_form", "compact"), prompt_tools=meta.get("prompt_tools", [])))
                 continue
             if meta is None:
                 reason = "no task dataset yet (materialise task_datasets for this cluster)"
@@ -153,5 +154,6 @@ def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
             routes.append(Route(agent_id, cluster_id, label, "llm", reason, registered_model_name(agent_id, cluster_id)
                                 if shadow else None, base_model=best.get("base_model") if shadow else None,
                                 task_prompt=meta.get("task_prompt") if meta and shadow else None, answer_kind=kind,
-                                prompt_form=(meta or {}).get("prompt_form", "compact"), **shadow))
+                                prompt_form=(meta or {}).get("prompt_form", "compact"),
+                                prompt_tools=(meta or {}).get("prompt_tools", []), **shadow))
     return RoutingTable(routes, thresholds, serving_url)

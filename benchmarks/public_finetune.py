@@ -1,0 +1,141 @@
+"""S5 on public real traffic (BFCL, non-live): fine-tuned vs zero-shot, and training speed by prompt form and packing.
+
+The public function-calling questions (benchmarks/bfcl.py, issue 17) are grouped by BFCL category
+(each category stands in for a task cluster here: the S3 clustering is not part of this
+measurement); each category with at least --min-examples questions gets a task dataset (capped at
+--max-examples) in the given prompt form, and, side by side on its held-out test split:
+
+  zero-shot   the embedded SmolLM2-135M-Instruct as shipped;
+  fine-tuned  LoRA with the default TrainConfig (max_length from the data, packing, answer-only loss)
+              for --epochs, run as the training process the `finetuned_slm` asset launches.
+
+Printed per category: function-name and name+arguments accuracy of both, training wall time and
+tokens/s, and the size-weighted totals (target: >= 0.80 name+arguments on the trained categories).
+With --speed, the largest category is also trained for --speed-steps steps four ways (full vs
+compact prompt, packing on vs off), tokens/s and wall time side by side, compact+packing = 1.00.
+
+    python benchmarks/public_finetune.py --categories simple_python --max-examples 200 --epochs 1
+    python benchmarks/public_finetune.py --speed-only --speed-steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from slm_pipeline.core.evaluate import evaluate  # noqa: E402
+from slm_pipeline.core.models.catalogue import availability, load_catalogue  # noqa: E402
+from slm_pipeline.core.models.loading import load_model, weights_folder  # noqa: E402
+from slm_pipeline.core.settings import Settings  # noqa: E402
+from slm_pipeline.core.task_data import DatasetConfig, build_task_dataset  # noqa: E402
+from slm_pipeline.core.train.config import TrainConfig, TrainSpec  # noqa: E402
+from slm_pipeline.core.train.launch import training_command  # noqa: E402
+
+
+def category_calls(categories: list[str] | None) -> dict[str, pl.DataFrame]:
+    from bfcl import CATEGORIES, bfcl_records  # benchmarks/bfcl.py (issue 17)
+
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for index, record in enumerate(bfcl_records(categories or [c for c in CATEGORIES if c != "irrelevance"])):
+        rows[record["workload_id"]].append({"call_id": record["call_id"], "seq": index,
+                                            "request": json.dumps(record["request"]),
+                                            "response": json.dumps(record["response"])})
+    return {k: pl.DataFrame(v) for k, v in rows.items()}
+
+
+def train(folder: Path, dataset: pl.DataFrame, out: Path, config: TrainConfig, evaluate_test: bool
+          ) -> tuple[dict, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "dataset.parquet"
+    dataset.write_parquet(data)
+    spec = TrainSpec(base_model="smollm2-135m-instruct", base_folder=str(folder), dataset=str(data),
+                     output_dir=str(out), config=config, evaluate_test=evaluate_test)
+    (out / "spec.json").write_text(spec.model_dump_json())
+    started = time.perf_counter()
+    done = subprocess.run(training_command(out / "spec.json"), capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"training failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}")
+    return json.loads((out / "report.json").read_text()), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--categories", nargs="*", default=None, help="BFCL categories (default: non-live, "
+                        "irrelevance left out)")
+    parser.add_argument("--min-examples", type=int, default=100)
+    parser.add_argument("--max-examples", type=int, default=300)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--form", choices=["compact", "full"], default="compact")
+    parser.add_argument("--speed", action="store_true", help="also measure full/compact x packing on/off")
+    parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--speed-steps", type=int, default=10)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slm_bench_public")
+    args = parser.parse_args()
+    folder = weights_folder(availability(load_catalogue().get("smollm2-135m-instruct")), Settings().model_cache_dir)
+    groups = {k: v for k, v in category_calls(args.categories).items() if v.height >= args.min_examples}
+    config = DatasetConfig(max_examples=args.max_examples, test_fraction=args.test_fraction, min_examples=1)
+    if not args.speed_only:
+        base, tokenizer = load_model(folder)
+        print(f"{'category':<20} {'n':>4} {'test':>4} | {'zero name':>9} {'name+args':>9} | {'tuned name':>10} "
+              f"{'name+args':>9} | {'train s':>7} {'tok/s':>6}", flush=True)
+        rows = []
+        for name, calls in sorted(groups.items()):
+            dataset = build_task_dataset("bfcl", name, name.replace("_", " "), calls,
+                                         replace(config, prompt_form=args.form))
+            test = dataset.split("test")
+            zero = evaluate(base, tokenizer, test)
+            report, wall = train(folder, dataset.examples, args.work / f"{name}-{args.form}-{args.epochs}",
+                                 TrainConfig(epochs=args.epochs, eval_steps=10_000, save_steps=10_000), True)
+            rows.append({"category": name, "examples": dataset.examples.height, "test": test.height,
+                         "zero_name": zero.name_acc, "zero_exact": zero.exact_acc,
+                         "tuned_name": report["test_name_acc"], "tuned_exact": report["test_exact_acc"],
+                         "train_s": wall, "tokens_per_s": report["tokens_per_second"],
+                         "fitting": report.get("fitting")})
+            r = rows[-1]
+            print(f"{name:<20} {r['examples']:>4} {r['test']:>4} | {r['zero_name']:>9.3f} {r['zero_exact']:>9.3f} | "
+                  f"{r['tuned_name']:>10.3f} {r['tuned_exact']:>9.3f} | {wall:>7.0f} {r['tokens_per_s']:>6.0f}",
+                  flush=True)
+        tested = sum(r["test"] for r in rows)
+        if tested:
+            weighted = {k: sum(r[k] * r["test"] for r in rows) / tested
+                        for k in ("zero_name", "zero_exact", "tuned_name", "tuned_exact")}
+            print(f"{'size-weighted':<20} {'':>4} {tested:>4} | {weighted['zero_name']:>9.3f} "
+                  f"{weighted['zero_exact']:>9.3f} | {weighted['tuned_name']:>10.3f} {weighted['tuned_exact']:>9.3f}")
+        (args.work / "quality.json").write_text(json.dumps(rows, indent=2))
+    if args.speed or args.speed_only:
+        name, calls = max(groups.items(), key=lambda kv: kv[1].height)
+        print(f"\nspeed on {name}: {args.speed_steps} steps each, batch 4, max_length from the data", flush=True)
+        results = {}
+        for form in ("full", "compact"):
+            dataset = build_task_dataset("bfcl", name, name.replace("_", " "), calls,
+                                         replace(config, prompt_form=form))
+            for packing in (True, False):
+                report, wall = train(folder, dataset.examples, args.work / f"speed-{name}-{form}-{packing}",
+                                     TrainConfig(max_steps=args.speed_steps, packing=packing, eval_steps=10_000,
+                                                 save_steps=10_000), False)
+                results[(form, packing)] = (report, wall)
+        ref = results[("compact", True)][0]["tokens_per_second"]
+        print(f"{'prompt':<8} {'packing':<8} {'max_len':>7} {'tokens':>7} {'tok/s':>7} {'wall s':>7} "
+              f"{'vs compact+packing':>18}")
+        for (form, packing), (report, wall) in results.items():
+            print(f"{form:<8} {str(packing):<8} {report['fitting']['max_length']:>7} {report['tokens_seen']:>7} "
+                  f"{report['tokens_per_second']:>7.0f} {wall:>7.0f} {report['tokens_per_second'] / ref:>17.2f}x")
+
+
+if __name__ == "__main__":
+    main()
