@@ -57,6 +57,11 @@ class QuarantineFile:
         self._handle.write(orjson.dumps(body) + b"\n")
         self.counts[entry.reason] = self.counts.get(entry.reason, 0) + 1
 
+    def flush(self) -> None:
+        """Make what was added readable now (a long-running writer: the gateway)."""
+        if self._handle is not None:
+            self._handle.flush()
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()

@@ -193,7 +193,7 @@ class TraceReceiver:
                                 field=rejected.field, message=rejected.message, record=record)
         with self._quarantine_lock:
             self.quarantine.add(entry)
-            self.quarantine._handle.flush()  # noqa: SLF001 - readable while the gateway runs
+            self.quarantine.flush()  # readable while the gateway runs
 
     def close(self) -> None:
         self.quarantine.close()

@@ -91,7 +91,7 @@ def _read_span(span: Span) -> LlmCall | Skipped:
     return call
 
 
-def _error_response(span: Span, call: LlmCall) -> dict[str, Any]:
+def _error_response(span: Span) -> dict[str, Any]:
     error_type = span.attributes.get("error.type") or "error"
     return {"error": {"message": span.status_message or f"the call failed ({error_type})", "type": str(error_type),
                       "code": None}}
@@ -128,7 +128,7 @@ def span_to_record(span: Span, agent_id: str, tags: dict[str, Any] | None = None
         return Rejected("malformed_attributes", f"{span.describe()}: its LLM attributes do not have the "
                         f"convention's shapes ({exc.__class__.__name__}: {exc})"[:500])
     if span.status_code == 2 and "error" not in call.response:
-        call.response = _error_response(span, call)
+        call.response = _error_response(span)
     start = span.start_unix_nano or span.end_unix_nano
     if not start:
         return Rejected("missing_field", f"{span.describe()} has no start time", "start_time_unix_nano")

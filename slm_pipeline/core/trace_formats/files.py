@@ -15,6 +15,7 @@ read = imported + duplicate + quarantined + skipped, every skip and quarantine w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -221,8 +222,6 @@ class FormatImporter(Importer):
                     yield Rejected(rejected.reason, rejected.message, rejected.field), document
 
     def _span(self, span: Span) -> Outcome:
-        import re
-
         agent = self.agent_id or span.service_name
         if not agent or not re.match(AGENT_ID_PATTERN, agent):
             return Rejected("missing_field", f"{span.describe()}: no agent id (its resource has no usable "

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from slm_pipeline.core.trace_formats.messages import (
     BrokenAttributeError,
     LlmCall,
@@ -199,8 +201,6 @@ def _parts_message(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def json_text(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode()
 
 

@@ -16,7 +16,6 @@ from slm_pipeline.core.trace_formats.messages import (
     clean,
     content_of,
     json_value,
-    maybe_json,
     openai_tool_calls,
     tool_call,
     tool_spec,
@@ -134,6 +133,3 @@ def extract(span: Span) -> LlmCall | None:
     return LlmCall("openinference", request, response, tools_known=tools_known,
                    conversation_id=a.get("session.id"), stream=stream)
 
-
-def maybe(value: Any) -> Any:
-    return maybe_json(value)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import zlib
 from typing import Any
 
@@ -164,6 +163,3 @@ def _varint(value: int) -> bytes:
             out.append(byte)
             return bytes(out)
 
-
-def gzip_bytes(data: bytes) -> bytes:
-    return gzip.compress(data)
