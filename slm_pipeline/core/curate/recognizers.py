@@ -130,6 +130,8 @@ STREET_ADDRESS_REGEX = (
     r"(?:,\s*[A-Z][A-Za-z .'-]+,\s*[A-Z]{2}\s+\d{5}(?:-\d{4})?)?)"
 )
 PO_BOX_REGEX = r"(?P<value>\bP\.?\s?O\.?\s+Box\s+\d{1,6}\b)"
+MILITARY_ADDRESS_REGEX = (r"(?P<value>\b(?:(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{3,5}|"
+                          r"(?:USNS|USNV|USS|USCGC)\s+[A-Z][a-z]+)(?:,?\s+(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5})?)")
 
 _DATE = (
     r"(?:\d{4}-\d{2}-\d{2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|"
@@ -154,7 +156,15 @@ BARE_PHONE_REGEX = r"(?P<value>(?<![\w.-])\d{10}(?![\w-]|\.\w))"  # a full stop 
 # "call me back on ...": spaCy counts "call" and "back" as stop words, so Presidio's context words never see them.
 CUED_PHONE_REGEX = (r"(?i:\b(?:call|text|ring|reach|phone|contact)\s+(?:me|us)(?:\s+back)?\s+(?:on|at)\s+)"
                     r"(?P<value>\+?\d[\d\s().-]{7,16}\d)(?![\w-]|\.\w)")
-PHONE_CONTEXT = ["phone", "call", "tel", "telephone", "mobile", "cell", "contact", "reach", "number", "sms", "text"]
+PHONE_CONTEXT = ["phone", "call", "tel", "telephone", "mobile", "cell", "contact", "reach", "number", "sms", "text",
+                 "fax", "office", "desk", "landline", "whatsapp", "ring"]
+# National layouts outside North America: a trunk 0 and an area code (`0380 7558505`, `(07700) 900123`,
+# `0521 61 09 13`, `06-25013966`), and digit groups (`468 788 096`, `66 206 69 18`) that only count
+# next to a phone context word. Digit totals are checked by `PhoneLayoutRecognizer`.
+NATIONAL_PHONE_REGEX = (r"(?P<value>(?<![\w+(.,/-])(?:\(\d{1,4}\)|0\d{1,4})(?:[\s-]?\d{2,8}){1,4}"
+                        r"(?![\w-]|\.\w|,\d))")
+GROUPED_DIGITS_REGEX = (r"(?P<value>(?<![\w+(.,/-])(?!\d{3}-\d{2}-\d{4}(?!\d))\d{2,4}(?:[ -]\d{2,4}){1,4}"
+                        r"(?![\w-]|\.\w|,\d))")
 
 
 # A name where people introduce or sign themselves; spaCy's small model misses unusual surnames there.
@@ -163,9 +173,47 @@ _NOT_A_NAME = r"(?!(?:My|I|The|Please|Our|Your|You|Use|Call|Ship|Send|Card|Thank
 _FULL_NAME = rf"{_NOT_A_NAME}{_NAME}(?:\s{_NOT_A_NAME}{_NAME}){{0,2}}"
 INTRODUCED_NAME_REGEXES = [
     rf"(?i:\bmy\s+name\s+is|\bmy\s+name's|\bi\s+am|\bi'm|\bname\s*:)\s+(?P<value>{_FULL_NAME})"
-    r"(?=\s*(?:[,.!;)]|(?i:and|here|from)\b|$))",
+    r"(?=[ \t]*(?:[,.!;)\r\n]|(?i:and|here|from|but)\b|$))",
     rf"(?i:\bthis\s+is)\s+(?P<value>{_FULL_NAME})\s+(?i:writing|speaking|here)\b",
     rf"(?i:\b(?:best\s+|kind\s+)?regards|\bthanks|\bcheers|\bsincerely|\bsigned|\bbest)\s*,\s+(?P<value>{_FULL_NAME})",
+]
+
+
+_UPPER = "A-ZÀ-ÖØ-ÞĀ-Ž"
+_WORD_NAME = rf"[{_UPPER}][^\W\d_]+(?:[-'][{_UPPER}]?[^\W\d_]+)?"
+_TITLE = r"(?:(?:Mr|Mrs|Ms|Miss|Dr|Prof|Sir)\.?\s+)?"
+FULL_NAME_REGEX = rf"(?P<value>\b{_TITLE}{_WORD_NAME}(?:[ \t]+[A-Z]\.?)?(?:[ \t]+{_WORD_NAME}){{1,2}})\b"
+# A name alone on its line (after quote marks or bullets), with another line after it: a signature, a card.
+NAME_LINE_REGEX = (rf"^[ \t>?*•-]*(?P<value>{_TITLE}{_WORD_NAME}(?:[ \t]+{_WORD_NAME}){{0,2}})[ \t]*,?[ \t]*"
+                   r"(?=[ \t]*\r?\n\s*[>?*•-]*\s*\S)")
+CUED_NAME_REGEX = (r"(?i:\b(?:on\s+behalf\s+of|behalf\s+of|directed\s+by|written\s+by|sung\s+by|performed\s+by|"
+                   r"speak\s+to|speak\s+with|talk\s+to|follow\s+up\s+with|send\s+(?:it|this|the\s+\w+)\s+to|"
+                   r"forward\s+(?:it|this|the\s+\w+)\s+to|add|called|named|under|change\s+it\s+to|"
+                   r"ask\s+for|assistant\s+to|tribute\s+to|said|says|meet|met)\s+)"
+                   rf"(?P<value>{_TITLE}{_WORD_NAME}(?:\s+{_WORD_NAME}){{0,2}})")
+# Street addresses outside the US: a street word with the house number after it (`Jakobstrasse 89`,
+# `Olmstraat 69`, `ul. Zamkowa 33`, `Via Santa Maria 107`, `Avda. Explanada Barnuevo 69`), or a number
+# before a Romance street word (`3 Rue Hedi Nooman`).
+_STREET_WORDS_BEFORE = (r"(?:Via|Viale|Piazza|Piazzale|Corso|Largo|Borgo|Contrada|Rotonda|Vicolo|Strada|Rue|Avenue|"
+                        r"Boulevard|Bd|Calle|C/|Avda\.?|Avenida|Av\.|Rua|Praça|Travessa|Carrer|Plaza|Paseo|Camino|Ronda|"
+                        r"ul\.|ulica|al\.|Aleja|Chemin|Chaussée|Place|Quai|Impasse|Allée|Route|Rte|Via\.)"
+                        r"(?:[ \t]+(?:de|du|des|de la|di|del|della|da|do|dos)\b)?")
+_STREET_SUFFIXES = (r"(?i:strasse|straße|str\.|gasse|weg|platz|allee|ring|damm|ufer|laan|straat|gracht|plein|kade|"
+                    r"dijk|singel|vej|gade|gatan|vägen|veien|gata|katu|tie|utca|út|tér|ulice|náměstí|cesta|"
+                    r"steeg|hof|markt|pad|braut|vegur|stræti|sokak|sokağı|caddesi|bulvarı|aqq\.)")
+INTERNATIONAL_ADDRESS_REGEXES = [
+    # A line of a block that is a street name and a house number (`Strojírenská 1006`), more lines after it.
+    rf"(?m)^[ \t>?*-]*(?P<value>(?:\d{{1,5}}[ \t]+)?[{_UPPER}][^\W\d_'.]+(?:[ \t]+[^\W\d_'.]+\.?){{0,3}}[ \t]+"
+    rf"\d{{1,5}}[a-zA-Z]?)[ \t]*,?[ \t]*(?=\r?\n[ \t>?*-]*\S)",
+    rf"(?P<value>\b[{_UPPER}][\w-]*{_STREET_SUFFIXES}\s+\d{{1,5}}[a-zA-Z]?\b(?:\s*[/-]\s*\d{{1,4}})?)",
+    rf"(?P<value>\b\d{{1,5}}(?:/\d{{1,5}})?,?\s+(?:[{_UPPER}][^\W\d_]+\s+){{1,3}}(?:Street|Road|Chowk|Marg|Nagar|Path|"
+    rf"Lane|Colony|Ganj|Bazar|Bagh)\b)",
+    rf"(?P<value>\b[{_UPPER}][^\W\d_]+[ \t]+(?:Chaussee|Straße|Strasse|Str\.|Weg|Allee|Platz|Ring|Gasse|Damm|Laan|"
+    rf"Straat|Vej|Gade|Gata|Gatan|Vägen|Veien)[ \t]+\d{{1,5}}[a-zA-Z]?\b)",
+    rf"(?P<value>\b(?i:{_STREET_WORDS_BEFORE})\s+(?:[{_UPPER}dl][^\W\d_'.]*\.?\s+|[{_UPPER}][^\W\d_]*'\s*){{0,4}}?"
+    rf"[{_UPPER}][^\W\d_]*,?\s+\d{{1,5}}[a-zA-Z]?\b)",
+    rf"(?P<value>\b\d{{1,5}}[a-zA-Z]?,?\s+(?i:{_STREET_WORDS_BEFORE})\s+(?:[{_UPPER}dl][^\W\d_'.]*\s?){{1,4}})",
+    rf"(?P<value>\b[{_UPPER}][^\W\d_]+\s+\d{{1,5}}[a-zA-Z]?(?=\s*(?:,\s*|\r?\n\s*)\d{{4,5}}\s+[{_UPPER}]))",
 ]
 
 
@@ -191,6 +239,114 @@ class LuhnCardRecognizer(GroupPatternRecognizer):
                 if luhn_valid(re.sub(r"\D", "", text[r.start:r.end]))]
 
 
+class PhoneLayoutRecognizer(GroupPatternRecognizer):
+    """Phone layouts, kept when they hold 7 to 15 digits (8 at least without a `+` or a separator style
+    of North America) and are not a date."""
+
+    def __init__(self, patterns: list[tuple[str, float]]) -> None:
+        super().__init__("PHONE_NUMBER", patterns, name="LayoutPhoneRecognizer", flags=0, context=PHONE_CONTEXT)
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        kept = []
+        for result in super().analyze(text, entities, nlp_artifacts):
+            value = text[result.start:result.end]
+            digits = sum(c.isdigit() for c in _EXTENSION.sub("", value))
+            if not 7 <= digits <= 15 or _DATE_LIKE.fullmatch(value):
+                continue
+            # Presidio's context words look only before a value; on cards and signatures they come after
+            # (`650-555-0199 mobile`), so both sides count here.
+            around = text[max(0, result.start - 40):result.start] + " " + text[result.end:result.end + 20]
+            if result.score < 0.4 and _PHONE_WORDS.search(around):
+                result.score = min(1.0, result.score + 0.35)
+            kept.append(result)
+        return kept
+
+
+_PHONE_WORDS = re.compile(r"(?i)\b(?:" + "|".join(PHONE_CONTEXT) + r")")
+_EXTENSION = re.compile(r"\s*(?:x|ext\.?)\s*\d+$", re.IGNORECASE)
+_DATE_LIKE = re.compile(r"\d{1,4}[-/ ]\d{1,2}[-/ ]\d{1,4}")
+
+
+# What may follow a street line in the same address: a unit, a city, a region or country, a postcode.
+_ADDRESS_TAIL = re.compile(
+    r"(?:[ \t]*,[ \t]*|[ \t]*\r?\n[ \t>?*-]*|[ \t]+)"
+    r"(?:(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Floor|Fl\.|Box|#)[ \t]*[A-Za-z0-9-]+"
+    r"|(?:(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{5})"
+    r"|[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[ \t-]+[A-ZÀ-ÖØ-Þ][^\W\d_]+){0,3}(?:,?[ \t]+(?:[A-Z]{2}[ \t]+)?\d{4,5}(?:-\d{4})?)?"
+    r"|[A-Z]{2}[ \t]+\d{5}(?:-\d{4})?|\d{4,5}(?:-\d{4})?)"
+    r"(?=[ \t]*(?:[,.;]|\r?\n|$))"
+)
+_ADDRESS_HEAD = re.compile(r"\b\d{1,5}[A-Za-z]?,?[ \t]+$")
+
+
+class AddressBlockRecognizer(GroupPatternRecognizer):
+    """A street line, extended over the lines or comma-separated parts of the same address that follow it
+    (unit, city, region, country, postcode; four at most) and a house number before it."""
+
+    def __init__(self, patterns: list[tuple[str, float]], name: str = "Street_AddressRecognizer") -> None:
+        super().__init__("STREET_ADDRESS", patterns, name=name, flags=0)
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts)
+        for result in results:
+            head = _ADDRESS_HEAD.search(text[max(0, result.start - 8):result.start])
+            if head:
+                result.start -= len(head.group(0))
+            for _ in range(4):
+                tail = _ADDRESS_TAIL.match(text, result.end)
+                if not tail or tail.end() - result.end > 60:
+                    break
+                result.end = tail.end()
+        return results
+
+
+class LexiconNameRecognizer(GroupPatternRecognizer):
+    """Two or three capitalised words whose first is a known first name and last a known last name
+    (Faker's lists in several languages), or a capitalised name on its own line that opens a signature
+    or an address block, or the object of a cue (`on behalf of`, `directed by`, `speak to`, ...) with a
+    known name in it."""
+
+    def __init__(self) -> None:
+        super().__init__("PERSON", [(FULL_NAME_REGEX, 0.6), (NAME_LINE_REGEX, 0.6), (CUED_NAME_REGEX, 0.6)],
+                         name="LexiconNameRecognizer", flags=re.MULTILINE)
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        from slm_pipeline.core.curate.nonpersonal import all_place_names, name_parts, place_names
+
+        names, places, lone_places = name_parts(), all_place_names(), place_names()
+        kept = []
+        for result in super().analyze(text, entities, nlp_artifacts):
+            value = text[result.start:result.end]
+            words = [w.lower() for w in re.findall(r"[^\W\d_]+", value)]
+            words = [w for w in words if w not in _TITLES]
+            if not words or words[-1] in _NOT_NAMES or words[0] in _NOT_NAMES:
+                continue
+            # A place in it (`Washington D.C.`, `Real Madrid`, `Hilton New York`): a lexicon is no evidence.
+            if any(w in lone_places for w in words) or any(
+                    " ".join(words[i:j]) in places for i in range(len(words)) for j in range(i + 2, len(words) + 1)):
+                continue
+            pattern = result.analysis_explanation.pattern if result.analysis_explanation else ""
+            if pattern == FULL_NAME_REGEX:
+                if not (len(words) >= 2 and words[0] in names and words[-1] in names):
+                    continue
+            elif not any(w in names for w in words):
+                continue
+            kept.append(result)
+        return kept
+
+
+_TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx"}
+_NOT_NAMES = {"street", "road", "avenue", "park", "university", "college", "bank", "hospital", "school", "city",
+              "county", "state", "company", "group", "inc", "ltd", "corp", "hotel", "station", "airport",
+              "center", "centre", "museum", "church", "library", "river", "lake", "mount", "the", "dear",
+              "regards", "thanks", "best", "kind", "hello", "hi", "bridge", "gate", "tower", "square", "hall",
+              "house", "palace", "castle", "garden", "gardens", "beach", "island", "bay", "port", "valley",
+              "hills", "bank", "fund", "capital", "partners", "holdings", "bros", "brothers", "co", "llc"}
+
+
 def custom_recognizers() -> list[EntityRecognizer]:
     """Every recognizer this project adds to Presidio's registry."""
     return [
@@ -198,7 +354,7 @@ def custom_recognizers() -> list[EntityRecognizer]:
         PatternRecognizer(supported_entity="API_KEY", name="ApiKeyRecognizer", patterns=API_KEY_PATTERNS),
         HighEntropyTokenRecognizer(),
         GroupPatternRecognizer("PASSWORD", [(PASSWORD_REGEX, 0.85)]),
-        GroupPatternRecognizer("STREET_ADDRESS", [(STREET_ADDRESS_REGEX, 0.75), (PO_BOX_REGEX, 0.75)], flags=0),
+        AddressBlockRecognizer([(STREET_ADDRESS_REGEX, 0.75), (PO_BOX_REGEX, 0.75), (MILITARY_ADDRESS_REGEX, 0.75)]),
         GroupPatternRecognizer("DATE_OF_BIRTH", [(DATE_OF_BIRTH_REGEX, 0.9)]),
         LuhnCardRecognizer(),
         # Presidio drops SSN-shaped numbers it deems invalid (111-11-1111); a leak is a leak.
@@ -206,7 +362,9 @@ def custom_recognizers() -> list[EntityRecognizer]:
                                name="SsnLayoutRecognizer", flags=0),
         GroupPatternRecognizer("PERSON", [(regex, 0.85) for regex in INTRODUCED_NAME_REGEXES],
                                name="IntroducedNameRecognizer", flags=0),
-        GroupPatternRecognizer("PHONE_NUMBER", [(NANP_PHONE_REGEX, 0.5), (INTERNATIONAL_PHONE_REGEX, 0.5),
-                                                (BARE_PHONE_REGEX, 0.3), (CUED_PHONE_REGEX, 0.7)],
-                               name="LayoutPhoneRecognizer", flags=0, context=PHONE_CONTEXT),
+        PhoneLayoutRecognizer([(NANP_PHONE_REGEX, 0.5), (INTERNATIONAL_PHONE_REGEX, 0.5), (BARE_PHONE_REGEX, 0.3),
+                               (CUED_PHONE_REGEX, 0.7), (NATIONAL_PHONE_REGEX, 0.4), (GROUPED_DIGITS_REGEX, 0.2)]),
+        AddressBlockRecognizer([(regex, 0.6) for regex in INTERNATIONAL_ADDRESS_REGEXES],
+                               name="InternationalAddressRecognizer"),
+        LexiconNameRecognizer(),
     ]

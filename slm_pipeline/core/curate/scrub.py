@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from slm_pipeline.core.curate.analyzer import STRUCTURED_ENTITIES, Finding, SegmentAnalyzer
-from slm_pipeline.core.curate.nonpersonal import has_name_part, non_personal
+from slm_pipeline.core.curate.nonpersonal import all_place_names, has_name_part, non_personal
 from slm_pipeline.core.curate.recognizers import API_KEY_PATTERNS
 from slm_pipeline.core.curate.surrogates import Replacer
 
@@ -278,7 +278,11 @@ def _short_value(slot: Slot) -> bool:
 
 
 def _task_word(value: str, terms: list[str]) -> bool:
-    return any(value in term for term in terms) and not has_name_part(value)
+    """Part of a short task value, and no known name in it, or a place in it (`Sydney`, `Washington D.C.`)."""
+    if not any(value in term for term in terms):
+        return False
+    places = all_place_names()
+    return not has_name_part(value) or value.lower() in places or any(w.lower() in places for w in value.split())
 
 
 def scrub_calls(

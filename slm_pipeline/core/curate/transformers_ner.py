@@ -2,7 +2,7 @@
 recognizer interface.
 
 The embedded spaCy pipeline (en_core_web_sm) is the limit on names that nobody introduces (PERSON
-recall 0.74 on presidio-evaluator's templates, see RESULTS.md), and no larger English NER model ships
+recall 0.72 on presidio-evaluator's templates, see RESULTS.md), and no larger English NER model ships
 as a PyPI package. A user who has one on disk (a fine-tuned BERT/RoBERTa/DeBERTa NER checkpoint,
 for example) sets the curation config's `ner_model` to its folder; `ner_labels` names the model's
 labels that mean a person (B-/I- prefixes are stripped). It is off by default, and nothing is ever
