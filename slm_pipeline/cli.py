@@ -179,6 +179,11 @@ def _run(select: str | None, agent: str | None, settings: Settings, asset_config
         err.print("[yellow]the log store holds no calls yet: run `slm-pipeline import FILE` first[/yellow]")
         return True
     instance = get_instance(settings)
+    from slm_pipeline.run_log import reroute_library_loggers
+
+    import mlflow  # noqa: F401 - imported now so that its logging set-up is rerouted before the steps log
+
+    reroute_library_loggers()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as progress:
         tasks = {a: progress.add_task(f"{a}", total=agent_steps) for a in agents}

@@ -20,6 +20,17 @@ NOISY_LOGGERS = ("py.warnings", "DeepSpeed", "deepspeed", "transformers", "torch
                  "peft", "mlflow", "alembic", "httpx", "urllib3", "filelock", "huggingface_hub", "sentence_transformers")
 
 
+_handlers: list[logging.Handler] = []
+
+
+def reroute_library_loggers() -> None:
+    """Point the libraries' loggers at the run log again (MLflow, for one, sets its own up when imported)."""
+    for name in NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = list(_handlers)
+        logger.propagate = False
+
+
 def send_library_output_to_log(settings: Settings) -> Path:
     """Route warnings and library log records to a new run log file; the path (the CLI prints it)."""
     folder = settings.resolved_home / "logs"
@@ -29,10 +40,8 @@ def send_library_output_to_log(settings: Settings) -> Path:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.captureWarnings(True)
     warnings.simplefilter("default")
-    for name in NOISY_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.propagate = False
+    _handlers[:] = [handler]
+    reroute_library_loggers()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers' own stderr handler, here and in children
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
