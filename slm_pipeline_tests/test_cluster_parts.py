@@ -118,3 +118,14 @@ def test_impure_groups_and_free_text_left_outs_are_not_merged():
     assert (out.labels[40:45] == -1).all()
     assert out.labels[0] != out.labels[25]  # text never joins tool calls
     assert stratum_of(["a", "b"], "tool_call") == "a+b" and stratum_of([], "json") == "json"
+
+
+def test_a_group_that_spans_suites_splits_and_each_part_joins_its_own_suite():
+    vectors, labels = _blobs([36, 10, 120, 120])
+    labels[36:46] = 0  # the embedding clustering put 10 calls of suite T with 36 of suite M
+    suites = [suite_key("m", ["send"])] * 36 + [suite_key("t", ["verify"])] * 10 \
+        + [suite_key("m", ["send"])] * 120 + [suite_key("t", ["verify"])] * 120
+    jobs = [job_key(None, ["x"], "tool_call")] * len(suites)
+    out = coarsen(vectors, labels, suites, jobs, min_size=50)
+    assert out.labels[0] == out.labels[50] and out.labels[40] == out.labels[200]  # each with its suite
+    assert out.labels[0] != out.labels[40]

@@ -6,6 +6,7 @@ suite learns to choose among the suite's functions and fill their arguments, and
 examples than one function gives. So the function-level groups are coarsened by the structure of the
 calls, not by a fixed k:
 
+0. A group that spans suites (similar wording, another suite's tools) splits by suite first.
 1. Structure. A call's *suite* is its system prompt and the set of tools it was offered. A call the
    embedding clustering left out, whose suite offers tools, joins the nearest group of its own suite
    (nearest centroid); when its suite has no group yet, its suite's left-out calls form one.
@@ -65,7 +66,7 @@ def _majority(keys: list[Hashable], purity: float) -> Hashable | None:
 
 
 def coarsen(vectors: np.ndarray, labels: np.ndarray, suites: list[Hashable | None], jobs: list[Hashable],
-            min_size: int, purity: float = 0.9) -> Coarsening:
+            min_size: int, purity: float = 0.9, recurring: int = 10) -> Coarsening:
     """Coarsen function-level `labels` (per call, -1 unclustered) of unit `vectors` to trainable clusters."""
     labels = labels.copy()
     joined = np.zeros(len(labels), dtype=bool)
@@ -74,6 +75,24 @@ def coarsen(vectors: np.ndarray, labels: np.ndarray, suites: list[Hashable | Non
         if label >= 0:
             members.setdefault(label, []).append(index)
     result = Coarsening(labels, joined, {label: label for label in members})
+
+    # 0. a group that spans tool suites (similar wording, other tools) splits by suite, for suites that recur
+    # (at least `recurring` calls); calls of one-off suites stay with the group's largest part
+    suite_calls = Counter(suites)
+    next_label = max(members, default=-1) + 1
+    for label, rows in list(members.items()):
+        parts: dict[Hashable, list[int]] = {}
+        for row in rows:
+            key = suites[row] if suites[row] is not None and suite_calls[suites[row]] >= recurring else None
+            parts.setdefault(key, []).append(row)
+        if len(parts) < 2:
+            continue
+        largest, *others = sorted(parts.values(), key=len, reverse=True)
+        members[label] = largest
+        for part in others:
+            members[next_label] = part
+            labels[part] = next_label
+            next_label += 1
 
     def centroid(rows: list[int]) -> np.ndarray:
         centre = vectors[rows].mean(axis=0)
@@ -87,7 +106,6 @@ def coarsen(vectors: np.ndarray, labels: np.ndarray, suites: list[Hashable | Non
     for index in np.where(labels < 0)[0].tolist():
         if suites[index] is not None:
             left_out.setdefault(suites[index], []).append(index)
-    next_label = max(members, default=-1) + 1
     for suite, rows in left_out.items():
         groups = [label for label, key in suite_of_group.items() if key == suite]
         if groups:
