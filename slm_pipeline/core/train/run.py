@@ -357,7 +357,8 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
 
     for noisy in (PrinterCallback, ProgressCallback):  # raw log dicts; our own lines say step, loss, tokens/s
         trainer.remove_callback(noisy)
-    trainer.data_collator = AnswerTokenGuard(trainer.data_collator)
+    if config.trainer == "sft":  # the padded baseline's loss is on every token; its collator stays as it is
+        trainer.data_collator = AnswerTokenGuard(trainer.data_collator)
     return Prepared(trainer, tokenizer, data, train_rows, eval_rows, resume, peft_config is not None, history,
                     fitted)
 
