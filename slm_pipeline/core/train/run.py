@@ -103,6 +103,7 @@ def check_first_loss(loss: float, step: int) -> None:
 
 
 MIN_LOSS_DROP = 0.01  # the loss must end at least 1% below its first value
+MIN_STEPS_TO_JUDGE = 4  # logged steps below which the fall of the loss is not judged
 
 
 def check_learned(log_history: list[dict[str, Any]]) -> None:
@@ -111,8 +112,8 @@ def check_learned(log_history: list[dict[str, Any]]) -> None:
     if not losses:
         raise TrainingFailed("learned_nothing", "no training loss was logged: the run trained on nothing; "
                              + LEARNED_NOTHING_HELP)
-    if len(losses) < 2:
-        return  # one step: nothing to compare
+    if len(losses) < MIN_STEPS_TO_JUDGE:
+        return  # a smoke run of a few steps (a benchmark's, a test's): too short to judge
     tail = losses[-max(1, len(losses) // 4):]
     final = sum(tail) / len(tail)
     if not final < losses[0] * (1 - MIN_LOSS_DROP):
@@ -356,7 +357,8 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
 
     for noisy in (PrinterCallback, ProgressCallback):  # raw log dicts; our own lines say step, loss, tokens/s
         trainer.remove_callback(noisy)
-    trainer.data_collator = AnswerTokenGuard(trainer.data_collator)
+    if config.trainer == "sft":  # the padded baseline's loss is on every token; its collator stays as it is
+        trainer.data_collator = AnswerTokenGuard(trainer.data_collator)
     return Prepared(trainer, tokenizer, data, train_rows, eval_rows, resume, peft_config is not None, history,
                     fitted)
 
