@@ -330,7 +330,7 @@ def build_trainer(spec: TrainSpec, reporter: Reporter | None = None) -> Prepared
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         seed=config.seed, data_seed=config.seed, report_to=[], use_cpu=not cuda,
         bf16=cuda and config.dtype != "float32", deepspeed=config.deepspeed_config(),
-        disable_tqdm=True, dataloader_num_workers=0,  # the Report callback prints the progress lines remove_unused_columns=False,
+        disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,  # the Report callback prints progress
         include_num_input_tokens_seen="non_padding",
     )
     callbacks = [_callback(spec, reporter, history)]
