@@ -168,11 +168,17 @@ class Importer:
         assert self.report.reconciles, self.report
         return self.report
 
-    def _import_file(self, path: Path) -> None:
+    def _open(self, path: Path):
+        """The file's byte stream, or None with the reason recorded as unreadable."""
         try:
-            stream = open_binary(path)
+            return open_binary(path)
         except OSError as exc:
             self.report.unreadable[str(path)] = exc.strerror or str(exc)
+            return None
+
+    def _import_file(self, path: Path) -> None:
+        stream = self._open(path)
+        if stream is None:
             return
         source = f"import:{path.name}"
         records = 0

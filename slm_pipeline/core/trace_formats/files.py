@@ -115,10 +115,8 @@ class FormatImporter(Importer):
         if kind == "canonical":
             super()._import_file(path)
             return
-        try:
-            stream = open_binary(path)
-        except OSError as exc:
-            self.report.unreadable[str(path)] = exc.strerror or str(exc)
+        stream = self._open(path)
+        if stream is None:
             return
         source = f"import:{kind}:{path.name}"
         values = 0
