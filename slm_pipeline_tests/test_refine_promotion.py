@@ -55,6 +55,7 @@ def test_a_cluster_whose_training_learned_nothing_stays_on_the_llm_in_the_report
     reason = "the training loss did not fall: 2.1 at the first step; raise learning_rate or max_steps"
     record = record_finetuned(lake, "a", "c1", [FineTuneOutcome(job, "learned_nothing", reason)])
     assert record["models"] == [] and record["failures"][0]["status"] == "learned_nothing"
-    entry = _cluster_entry(lake, "a", {"cluster_id": "c1", "label": "refunds", "size": 120}, None, False, None)
+    entry = _cluster_entry(lake, "a", {"cluster_id": "c1", "label": "refunds", "size": 120}, None, False, None,
+                           minimum=50)
     assert entry["status"] == "stays_on_llm"
     assert entry["reason"] == f"training smollm2-135m-instruct learned_nothing: {reason}"
