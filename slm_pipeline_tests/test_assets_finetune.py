@@ -48,8 +48,18 @@ def _run(instance, key: str, config: dict) -> dg.ExecuteInProcessResult:  # noqa
                                   raise_on_error=False)
 
 
+def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Each failed step with its reason, so that a red test says which step failed and why."""
+    failed = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    return [f"{e.step_key}: {e.step_failure_data.user_failure_data.description}" if e.step_failure_data.user_failure_data
+            else f"{e.step_key}: {e.step_failure_data.error.to_string() if e.step_failure_data.error else '?'}"
+            for e in failed]
+
+
 def _meta(result: dg.ExecuteInProcessResult, node: str) -> dict:
-    [materialization] = result.asset_materializations_for_node(node)
+    materializations = result.asset_materializations_for_node(node)
+    assert len(materializations) == 1, f"{node} materialized {len(materializations)} times; {_failures(result)}"
+    [materialization] = materializations
     return {k: v.value for k, v in materialization.metadata.items()}
 
 
@@ -59,7 +69,7 @@ def test_embedded_smollm2_is_selected_finetuned_through_pipes_and_registered(clu
         "slm_candidates": {"models": ["smollm2-135m-instruct"], "screen_examples": 4},
         "finetuned_slm": {"max_steps": 4, "batch_size": 2, "eval_steps": 2, "save_steps": 2},
     })
-    assert result.success
+    assert result.success, _failures(result)
     dataset = _meta(result, "task_datasets")
     assert dataset["status"] == "ready" and dataset["train"] > dataset["test"] > 0
     assert "<tool_call> JSON for one of" in dataset["task_prompt"]
@@ -119,7 +129,7 @@ def test_two_deepspeed_ranks_through_pipes_report_once(clustered_home):
         "finetuned_slm": {"processes": 2, "deepspeed": "zero2", "max_steps": 4, "batch_size": 2,
                           "learning_rate": 3e-2, "eval_steps": 50, "save_steps": 50, "evaluate_test": False},
     })
-    assert result.success
+    assert result.success, _failures(result)
     tuned = _meta(result, "finetuned_slm")
     assert tuned["status"] == "trained" and tuned["best_base_model"] == "tiny-llama"
     logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
