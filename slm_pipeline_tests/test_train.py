@@ -174,8 +174,11 @@ def test_a_batch_with_no_answer_token_and_a_zero_or_nan_first_loss_fail_with_wha
         assert failure.value.status == "learned_nothing"
     check_first_loss(2.5, 1)
     with pytest.raises(TrainingFailed, match="did not fall"):
-        check_learned([{"loss": 2.0}, {"loss": 2.1}, {"loss": 2.0}, {"loss": 2.05}])
-    check_learned([{"loss": 2.0}, {"loss": 1.9}, {"eval_loss": 3.0}, {"loss": 1.2}])
+        check_learned([{"loss": v} for v in (2.0, 2.1, 2.0, 2.05, 1.9, 2.2, 2.0, 2.1)])
+    check_learned([{"loss": v} for v in (2.0, 1.9, 2.2, 1.5)])  # too short to judge: a smoke run passes
+    # A noisy batch at the end does not fail a run whose loss fell; the eval loss is not the training loss.
+    check_learned([{"loss": 2.0}, {"loss": 1.9}, {"eval_loss": 3.0},
+                   *({"loss": v} for v in (1.6, 1.4, 1.3, 1.1, 0.9, 2.1))])
 
 
 def test_a_loss_that_does_not_fall_fails_the_process_and_registers_nothing(
@@ -191,7 +194,7 @@ def test_a_loss_that_does_not_fall_fails_the_process_and_registers_nothing(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     run_id = mlflow.MlflowClient().create_run(mlflow.create_experiment("t", (tmp_path / "art").as_uri())).info.run_id
-    spec = _spec(tmp_path, tiny_model_folder, dataset, max_steps=6, learning_rate=1e-12, warmup_ratio=0.0,
+    spec = _spec(tmp_path, tiny_model_folder, dataset, max_steps=8, learning_rate=1e-12, warmup_ratio=0.0,
                  batch_size=1, packing=False).model_copy(update={"mlflow": MlflowTarget(
                      tracking_uri=uri, run_id=run_id, registered_model="slm-support-bot-c1")})
     process = _run_process(spec, tmp_path / "spec.json")
