@@ -23,12 +23,28 @@ NOISY_LOGGERS = ("py.warnings", "DeepSpeed", "deepspeed", "transformers", "torch
 _handlers: list[logging.Handler] = []
 
 
+class _ToRunLog(logging.Filter):
+    """Sends a library's records to the run log and stops them there, before any handler the library adds
+    itself sees them (DeepSpeed, for one, adds a stdout handler to its logger when it is imported)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for handler in _handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        return False
+
+
+_DIVERT = _ToRunLog()
+
+
 def reroute_library_loggers() -> None:
-    """Point the libraries' loggers at the run log again (MLflow, for one, sets its own up when imported)."""
+    """Point the libraries' loggers at the run log (again: MLflow, for one, sets its own up when imported)."""
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers = list(_handlers)
         logger.propagate = False
+        if _DIVERT not in logger.filters:
+            logger.addFilter(_DIVERT)
 
 
 def send_library_output_to_log(settings: Settings) -> Path:
@@ -45,4 +61,5 @@ def send_library_output_to_log(settings: Settings) -> Path:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers' own stderr handler, here and in children
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' loading and saving bars
     return path

@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         else:
             if rank() == 0:
+                # the machine-readable result: on stdout, which is train.log when launched by the pipeline
                 print(json.dumps({"report": str(output / "report.json"), "steps": report.get("global_step")}),
-                      file=console, flush=True)
+                      flush=True)
             return 0
         if rank() == 0:
             output.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import uuid
-from functools import cache
+from functools import cache, partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -113,11 +113,19 @@ def _is_complete(target: Path, manifest: dict[str, Any]) -> bool:
 
 def _convert_gguf(gguf: Path, target: Path, manifest: dict[str, Any]) -> None:
     import torch
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with exclusive():
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers draws its own bar for this (a few seconds, once per cache); the project's console shows
+        # only its own progress, so the bar is off for the conversion (the lock keeps other loads out meanwhile)
+        bar = gguf_utils.tqdm
+        gguf_utils.tqdm = partial(bar, disable=True)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        finally:
+            gguf_utils.tqdm = bar
     # The dequantised weights are plain tensors; drop the GGUF quantizer so they can be saved.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
