@@ -91,7 +91,11 @@ def test_embedded_smollm2_is_selected_finetuned_through_pipes_and_registered(clu
     run = client.get_run(tuned["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["base_model"] == "smollm2-135m-instruct"
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")]
-    assert len(losses) == 4 and losses[-1] < losses[0]  # LoRA on the real model learns within a few steps
+    assert len(losses) == 4 and all(0 < v < 10 for v in losses)
+    # LoRA on the real model learns within a few steps. Judged on the validation loss (the same examples at
+    # steps 2 and 4): the training loss of single batches of two is too noisy to judge in four steps.
+    validation = [m.value for m in client.get_metric_history(run.info.run_id, "eval/loss")]
+    assert len(validation) == 2 and validation[1] < validation[0]
     assert "test_exact_acc" in run.data.metrics and run.data.params["train.method"] == "lora"
     [version] = client.search_model_versions(f"name='slm-{key.replace(':', '-')}'")
     assert version.tags["agent_id"] == "support-bot" and version.tags["base_model"] == "smollm2-135m-instruct"
