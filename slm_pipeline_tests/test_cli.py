@@ -137,8 +137,14 @@ def test_new_encryption_key_prints_a_usable_pair():
     assert KeyRing.parse(result.stdout.strip()).active_id == "2026a"
 
 
-def test_demo_runs_end_to_end(embedded_home: Path):
-    result = invoke("demo", "--calls", "300", "--seed", "1", "--train-steps", "2", "--no-showcase")
+def test_demo_runs_end_to_end(embedded_home: Path, tmp_path: Path):
+    # Every step for every agent, with the demo's caps tightened through --config (as a user would) so that S4-S6
+    # cost about half: the zero-shot screen, the test-split generation and the evaluation dominate on two cores.
+    caps = tmp_path / "caps.yaml"
+    caps.write_text("slm_candidates: {screen_examples: 2}\nfinetuned_slm: {evaluate_test: false}\n"
+                    "slm_evaluation: {max_test_calls: 4}\n")
+    result = invoke("demo", "--calls", "300", "--seed", "1", "--train-steps", "2", "--no-showcase",
+                    "--config", str(caps))
     assert result.exit_code == 0, result.output
     assert "slm-pipeline ui" in result.stdout
     # An expected outcome reads as one line, not as Dagster's RUN_FAILURE and a stack trace.
