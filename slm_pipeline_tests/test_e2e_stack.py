@@ -46,7 +46,7 @@ ASSET_GROUPS = {
 # Capped so the whole test takes minutes on 2 cores; the promotion rule is loosened so that the 8-step model
 # becomes the champion and the publishing path (sensor -> routing table -> SLM server) runs.
 RETRAIN_CONFIG = {"ops": {
-    "slm_candidates": {"config": {"screen_examples": 8}},
+    "slm_candidates": {"config": {"screen_examples": 2}},
     # S6 scores the test calls; finetuned_slm need not generate on them too.
     "finetuned_slm": {"config": {"max_steps": 8, "batch_size": 2, "eval_steps": 8, "save_steps": 8,
                                  "evaluate_test": False}},
