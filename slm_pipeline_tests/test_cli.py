@@ -137,12 +137,16 @@ def test_new_encryption_key_prints_a_usable_pair():
     assert KeyRing.parse(result.stdout.strip()).active_id == "2026a"
 
 
-def test_demo_runs_end_to_end(embedded_home: Path, tmp_path: Path):
-    # Every step for every agent, with the demo's caps tightened through --config (as a user would) so that S4-S6
-    # cost about half: the zero-shot screen, the test-split generation and the evaluation dominate on two cores.
+def test_demo_runs_end_to_end(embedded_home: Path, tmp_path: Path, test_catalogue: Path,
+                              monkeypatch: pytest.MonkeyPatch):
+    # Every step for every agent, as the demo runs them, with the test catalogue's tiny model as the only candidate
+    # and the demo's caps tightened through --config (as a user would): this test is about the command, not the
+    # model (SmolLM2 is fine-tuned through the same assets in test_assets_finetune, test_e2e_routing, the canaries
+    # and the stack), and three SmolLM2 fine-tunes and evaluations took 7-10 minutes of the suite.
+    monkeypatch.setenv("SLM_PIPELINE_CATALOGUE", str(test_catalogue))
     caps = tmp_path / "caps.yaml"
-    caps.write_text("slm_candidates: {screen_examples: 2}\nfinetuned_slm: {evaluate_test: false}\n"
-                    "slm_evaluation: {max_test_calls: 4}\n")
+    caps.write_text("slm_candidates: {models: [tiny-llama], screen_examples: 2}\n"
+                    "finetuned_slm: {evaluate_test: false}\nslm_evaluation: {max_test_calls: 4}\n")
     result = invoke("demo", "--calls", "300", "--seed", "1", "--train-steps", "2", "--no-showcase",
                     "--config", str(caps))
     assert result.exit_code == 0, result.output
