@@ -50,10 +50,14 @@ def _run(instance, key: str, config: dict) -> dg.ExecuteInProcessResult:  # noqa
 
 def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
     """Each failed step with its reason, so that a red test says which step failed and why."""
-    failed = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    return [f"{e.step_key}: {e.step_failure_data.user_failure_data.description}" if e.step_failure_data.user_failure_data
-            else f"{e.step_key}: {e.step_failure_data.error.to_string() if e.step_failure_data.error else '?'}"
-            for e in failed]
+    reasons = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            data = event.step_failure_data
+            reason = data.user_failure_data.description if data.user_failure_data else \
+                (data.error.to_string() if data.error else "?")
+            reasons.append(f"{event.step_key}: {reason}")
+    return reasons
 
 
 def _meta(result: dg.ExecuteInProcessResult, node: str) -> dict:

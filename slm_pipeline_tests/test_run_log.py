@@ -13,7 +13,10 @@ from slm_pipeline.run_log import NOISY_LOGGERS, send_library_output_to_log
 
 
 @pytest.fixture
-def restored_loggers():
+def restored_loggers(monkeypatch: pytest.MonkeyPatch):
+    for key in ("TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+                "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(key, raising=False)  # what send_library_output_to_log sets is undone afterwards
     saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).filters[:], logging.getLogger(n).propagate)
              for n in NOISY_LOGGERS}
     yield
