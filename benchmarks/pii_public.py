@@ -166,7 +166,8 @@ def main() -> int:
     config = AnalyzerConfig(ner_model=args.ner_model) if args.ner_model else AnalyzerConfig()
     analyzer = SegmentAnalyzer(config, workers=1)
     texts = [t for t, _ in data]
-    ours_found = [[(s, e, t) for s, e, t, _ in resolve_overlaps(f)] for f in analyzer.analyze(texts)]
+    ours_found = [[(s, e, t) for s, e, t, _ in resolve_overlaps(f, text)]
+                  for text, f in zip(texts, analyzer.analyze(texts))]
     analyzer.close()
     engine = vanilla_presidio(config)
     entities = [e for e in SCORED if e in set(engine.get_supported_entities())]

@@ -52,7 +52,8 @@ def main() -> int:
     analyzer = SegmentAnalyzer(config, workers=1)
 
     def ours(texts: list[str]) -> list[list[tuple[int, int, str]]]:
-        return [[(s, e, t) for s, e, t, _ in resolve_overlaps(found)] for found in analyzer.analyze(texts)]
+        return [[(s, e, t) for s, e, t, _ in resolve_overlaps(found, text)]
+                for text, found in zip(texts, analyzer.analyze(texts))]
 
     engine = vanilla_presidio(config)
     supported = set(engine.get_supported_entities())
@@ -62,8 +63,8 @@ def main() -> int:
         out = []
         for text in texts:
             found = engine.analyze(text, language="en", entities=entities, score_threshold=config.score_threshold)
-            out.append([(s, e, t) for s, e, t, _ in resolve_overlaps((r.start, r.end, r.entity_type, r.score)
-                                                                    for r in found)])
+            out.append([(s, e, t) for s, e, t, _ in resolve_overlaps(((r.start, r.end, r.entity_type, r.score)
+                                                                     for r in found), text)])
         return out
 
     mine, theirs = score(samples, ours), score(samples, vanilla)

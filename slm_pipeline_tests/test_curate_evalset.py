@@ -25,7 +25,8 @@ def test_detector_recall_on_structured_identifiers(pii_analyzer):
     samples = build_evalset(600, seed=5)
 
     def ours(texts):
-        return [[(s, e, t) for s, e, t, _ in resolve_overlaps(f)] for f in pii_analyzer.analyze(texts)]
+        return [[(s, e, t) for s, e, t, _ in resolve_overlaps(f, t)]
+                for t, f in zip(texts, pii_analyzer.analyze(texts))]
 
     scores = score(samples, ours)
     for label in STRUCTURED:

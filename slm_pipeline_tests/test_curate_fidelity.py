@@ -19,7 +19,7 @@ from slm_pipeline.core.curate.analyzer import AnalyzerConfig, SegmentAnalyzer
 from slm_pipeline.core.curate.leaks import find_structured_identifiers
 from slm_pipeline.core.curate.nonpersonal import non_personal
 from slm_pipeline.core.curate.pipeline import RESIDUAL_IDENTIFIER, CurationConfig, curate_calls
-from slm_pipeline.core.curate.scrub import UnscrubbableCall, scrub_calls
+from slm_pipeline.core.curate.scrub import UnscrubbableCall, resolve_overlaps, scrub_calls
 
 SALT = b"fidelity-salt"
 
@@ -119,6 +119,67 @@ def test_phone_numbers_in_other_layouts_are_found(pii_analyzer, phone):
     [found] = pii_analyzer.analyze([f"Text the courier at {phone} before noon."])
     spans = {("Text the courier at " + phone)[s:e] for s, e, t, _ in found if t == "PHONE_NUMBER"}
     assert any(phone in s or s in phone and len(s) >= len(phone) - 4 for s in spans), (phone, found)
+
+
+@pytest.mark.parametrize(("text", "phone"), [
+    ("The pharmacy is not answering at 612 33 918, is it closed?", "612 33 918"),
+    ("Mobile: 47 906215\nOffice: 0222 55 11 90", "47 906215"),
+    ("Ottilie Brenner\n58 14 27 office\n", "58 14 27"),
+])
+def test_national_digit_groups_beside_a_phone_word_are_found(pii_analyzer, text, phone):
+    [found] = pii_analyzer.analyze([text])
+    assert phone in {text[s:e] for s, e, t, _ in found if t == "PHONE_NUMBER"}
+
+
+@pytest.mark.parametrize("text", ["Call up the goal numbers of the 2021-2022 season for the club.",
+                                  "Call the method on ImportQueuedMessage7Handler, not on the proxy."])
+def test_seasons_and_code_names_are_not_personal_data(pii_analyzer, text):
+    [found] = pii_analyzer.analyze([text])
+    assert [text[s:e] for s, e, t, _ in found] == []
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("Please post the refund to 2207 Kastanjelaan 18\n Apt. 4\n Zwolle\n\n Netherlands 8011", None),
+    ("The warehouse moved: 88 Vesilinnantie 12 Suite 5, Tampere, Finland 33100", None),
+    ("My aunt lives on Tõnismägi 7 these days.", "Tõnismägi 7"),
+    ("Leave it with Ms. Aurelie Brandt Apt. 12 301 Rosenweg 4\nBern", "301 Rosenweg 4\nBern"),
+])
+def test_street_addresses_outside_the_us_are_found_whole(pii_analyzer, text, address):
+    [found] = pii_analyzer.analyze([text])
+    spans = {text[s:e] for s, e, t, _ in resolve_overlaps(found, text) if t == "STREET_ADDRESS"}
+    expected = address or text.split(": ")[-1].split(" to ")[-1]
+    assert any(expected in span for span in spans), spans
+
+
+def test_a_title_that_holds_a_first_name_survives_under_its_key(pii_analyzer):
+    request, response = exchange("Book two seats for 'Annie Hall' on Friday and order the 'Penne Rosa' after.",
+                                 [tool("book", {"movie_title": {"type": "string"}}),
+                                  tool("order", {"recipeName": {"type": "string"}})],
+                                 [("book", {"movie_title": "Annie Hall"}), ("order", {"recipeName": "Penne Rosa"})])
+    result = scrub_one(pii_analyzer, request, response)
+    assert arguments(result, 0) == {"movie_title": "Annie Hall"}
+    assert arguments(result, 1) == {"recipeName": "Penne Rosa"}
+    assert "'Annie Hall'" in result.request["messages"][0]["content"]
+
+
+def test_a_name_found_once_is_scrubbed_where_it_recurs_alone(pii_analyzer):
+    user = "Please forward the contract to ms. Okonkwo-Reyes today. Thaddeus Wexley signed it; Wexley wants a copy too."
+    request, response = exchange(user, [tool("forward", {"document": {"type": "string"}})],
+                                 [("forward", {"document": "contract"})])
+    text = scrub_one(pii_analyzer, request, response).request["messages"][0]["content"]
+    assert "Okonkwo" not in text and "Wexley" not in text and "Thaddeus" not in text, text
+
+
+def test_overlapping_findings_of_two_types_split_where_they_meet():
+    text = "Ms. Lisa Douglas Apt. 606 157 Mühle 88"
+    person = (text.index("Lisa"), text.index(". 606"), "PERSON", 0.85)  # spaCy's span: `Lisa Douglas Apt`
+    address = (text.index("Apt"), len(text), "STREET_ADDRESS", 0.6)
+    assert [text[s:e] for s, e, _, _ in resolve_overlaps([person, address], text)] == [
+        "Lisa Douglas Apt", "606 157 Mühle 88"]  # the higher score keeps its span
+    assert [text[s:e] for s, e, _, _ in resolve_overlaps([person[:3] + (0.5,), address], text)] == [
+        "Lisa Douglas", "Apt. 606 157 Mühle 88"]
+    assert [(text[s:e], t) for s, e, t, _ in resolve_overlaps([person, address])] == [
+        ("Lisa Douglas Apt. 606 157 Mühle 88", "PERSON")]  # without the text: merged, as before
 
 
 def test_a_secret_in_a_tool_definition_quarantines_the_call_with_the_reason(pii_analyzer):

@@ -247,9 +247,52 @@ def analyze_texts(engine: AnalyzerEngine, texts: Sequence[str], config: Analyzer
         list(texts), language="en", batch_size=batch_size, entities=list(config.entities),
         score_threshold=config.score_threshold, allow_list=list(config.allow_list) or None,
     )
-    return [prefer_phone_layouts(text, [f for f in ((r.start, r.end, r.entity_type, round(r.score, 3)) for r in found)
-                                        if plausible(text, f, config.allow_list)])
+    return [recurring_names(text, prefer_phone_layouts(text, [
+                f for f in (unquoted(text, (r.start, r.end, r.entity_type, round(r.score, 3))) for r in found)
+                if plausible(text, f, config.allow_list)]))
             for text, found in zip(texts, results)]
+
+
+_NAME_WORD = re.compile(r"[^\W\d_]{3,}(?:['-][^\W\d_]+)?")
+_NOT_NAME_PARTS = {"the", "and", "von", "van", "der", "del", "della", "des"}
+
+
+def recurring_names(text: str, findings: list[Finding]) -> list[Finding]:
+    """A person's first or last name found elsewhere in the same text on its own (`Anes spent a year as
+    the assistant to Anes Ivarsson`, `Sonoka was a huge Sonoka Miki fan`) is the same person's name."""
+    people = [(s, e, score) for s, e, t, score in findings if t == "PERSON"]
+    if not people:
+        return findings
+    parts: dict[str, float] = {}
+    for start, end, score in people:
+        for word in _NAME_WORD.findall(text[start:end]):
+            if word[0].isupper() and word.lower() not in _NOT_NAME_PARTS:
+                parts[word] = max(score, parts.get(word, 0.0))
+    if not parts:
+        return findings
+    taken = [(s, e) for s, e, _, _ in findings]
+    added: list[Finding] = []
+    pattern = re.compile(r"(?<![\w'-])(?:" + "|".join(map(re.escape, sorted(parts, key=len, reverse=True)))
+                         + r")(?![\w-])")
+    for match in pattern.finditer(text):
+        if not any(s < match.end() and match.start() < e for s, e in taken):
+            added.append((match.start(), match.end(), "PERSON", parts[match.group(0)]))
+    return findings + added
+
+
+_QUOTES = "'\"‘’“”`«» \t"
+
+
+def unquoted(text: str, finding: Finding) -> Finding:
+    """A name without the quote marks that spaCy sometimes takes into it (`Bohemian Rhapsody'`)."""
+    start, end, entity, score = finding
+    if entity != "PERSON":
+        return finding
+    while start < end and text[start] in _QUOTES:
+        start += 1
+    while end > start and text[end - 1] in _QUOTES:
+        end -= 1
+    return start, end, entity, score
 
 
 # --- worker processes ----------------------------------------------------------------------

@@ -71,6 +71,22 @@ def shannon_entropy(text: str) -> float:
     return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
 
 
+_CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def code_identifier(token: str) -> bool:
+    """A camel-case name made of words (`ExportInlinedObject1Instance`, `getUserById2`): code, not a
+    secret. Random keys break into many short pieces and more digits."""
+    parts = _CAMEL_PART.findall(token)
+    words = [p for p in parts if p.isalpha()]
+    return ("".join(parts) == token and sum(c.isdigit() for c in token) <= 2
+            and all(w.lower() in _SHORT_WORDS or len(w) >= 3 and re.search(r"[aeiouy]", w, re.IGNORECASE)
+                    for w in words))
+
+
+_SHORT_WORDS = {"by", "id", "to", "of", "on", "in", "at", "is", "or", "as", "up", "io", "ui", "db"}
+
+
 class HighEntropyTokenRecognizer(PatternRecognizer):
     """Long tokens that mix upper case, lower case and digits with high entropy: likely secrets."""
 
@@ -85,7 +101,7 @@ class HighEntropyTokenRecognizer(PatternRecognizer):
 
     def validate_result(self, pattern_text: str) -> bool:
         classes = sum(bool(re.search(p, pattern_text)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
-        return classes == 3 and shannon_entropy(pattern_text) >= 3.8
+        return classes == 3 and shannon_entropy(pattern_text) >= 3.8 and not code_identifier(pattern_text)
 
 
 API_KEY_PATTERNS = [
@@ -157,7 +173,7 @@ BARE_PHONE_REGEX = r"(?P<value>(?<![\w.-])\d{10}(?![\w-]|\.\w))"  # a full stop 
 CUED_PHONE_REGEX = (r"(?i:\b(?:call|text|ring|reach|phone|contact)\s+(?:me|us)(?:\s+back)?\s+(?:on|at)\s+)"
                     r"(?P<value>\+?\d[\d\s().-]{7,16}\d)(?![\w-]|\.\w)")
 PHONE_CONTEXT = ["phone", "call", "tel", "telephone", "mobile", "cell", "contact", "reach", "number", "sms", "text",
-                 "fax", "office", "desk", "landline", "whatsapp", "ring"]
+                 "fax", "office", "desk", "landline", "whatsapp", "ring", "dial", "answering", "registered", "hotline"]
 # National layouts outside North America: a trunk 0 and an area code (`0380 7558505`, `(07700) 900123`,
 # `0521 61 09 13`, `06-25013966`), and digit groups (`468 788 096`, `66 206 69 18`) that only count
 # next to a phone context word. Digit totals are checked by `PhoneLayoutRecognizer`.
@@ -165,18 +181,27 @@ NATIONAL_PHONE_REGEX = (r"(?P<value>(?<![\w+(.,/-])(?:\(\d{1,4}\)|0\d{1,4})(?:[\
                         r"(?![\w-]|\.\w|,\d))")
 GROUPED_DIGITS_REGEX = (r"(?P<value>(?<![\w+(.,/-])(?!\d{3}-\d{2}-\d{4}(?!\d))\d{2,4}(?:[ -]\d{2,4}){1,4}"
                         r"(?![\w-]|\.\w|,\d))")
+# Two groups with a long local number (`22 782310`, `9356 7285`): only next to a phone word.
+AREA_AND_LOCAL_REGEX = r"(?P<value>(?<![\w+(.,/-])\d{2,4} \d{5,8}(?![\w-]|\.\w|,\d))"
 
 
+# What may open a line of a block: indentation, quote marks, bullets, `}}` or `|` left by a template.
+_LINE_PREFIX = r"[ \t>?*}|•-]*"
 # A name where people introduce or sign themselves; spaCy's small model misses unusual surnames there.
 _NAME = r"[A-Z][a-z]+(?:[-'][A-Z][a-z]+)?"
 _NOT_A_NAME = r"(?!(?:My|I|The|Please|Our|Your|You|Use|Call|Ship|Send|Card|Thanks|Regards|Can|Could|And)\b)"
 _FULL_NAME = rf"{_NOT_A_NAME}{_NAME}(?:\s{_NOT_A_NAME}{_NAME}){{0,2}}"
 INTRODUCED_NAME_REGEXES = [
-    rf"(?i:\bmy\s+name\s+is|\bmy\s+name's|\bi\s+am|\bi'm|\bname\s*:)\s+(?P<value>{_FULL_NAME})"
+    rf"(?i:\bmy\s+name\s+is|\bmy\s+name's|\bi\s+am|\bi'm|\bname\s*:|\bcalls?\s+me|"
+    rf"\b(?:maiden|last|first|family|sur)\s*name(?:\s+is|\s*[:?]))\s+(?P<value>{_FULL_NAME})"
     r"(?=[ \t]*(?:[,.!;)\r\n]|(?i:and|here|from|but)\b|$))",
     rf"(?i:\bthis\s+is)\s+(?P<value>{_FULL_NAME})\s+(?i:writing|speaking|here)\b",
     rf"(?i:\b(?:best\s+|kind\s+)?regards|\bthanks|\bcheers|\bsincerely|\bsigned|\bbest)\s*,\s+(?P<value>{_FULL_NAME})",
 ]
+# A title before a capitalised word (`ms. Tomasz`, `Dr. Okafor`): a person, whatever the name.
+TITLED_NAME_REGEX = (r"(?i:\b(?:mr|mrs|ms|miss|dr|prof)\.?)[ \t]+"
+                     r"(?P<value>[A-ZÀ-ÖØ-ÞĀ-Ž][^\W\d_]+(?:[-'][A-ZÀ-ÖØ-ÞĀ-Ž]?[^\W\d_]+)?"
+                     r"(?:[ \t]+[A-Z]\.?)?(?:[ \t]+[A-ZÀ-ÖØ-ÞĀ-Ž][^\W\d_]+){0,2})")
 
 
 _UPPER = "A-ZÀ-ÖØ-ÞĀ-Ž"
@@ -184,13 +209,13 @@ _WORD_NAME = rf"[{_UPPER}][^\W\d_]+(?:[-'][{_UPPER}]?[^\W\d_]+)?"
 _TITLE = r"(?:(?:Mr|Mrs|Ms|Miss|Dr|Prof|Sir)\.?\s+)?"
 FULL_NAME_REGEX = rf"(?P<value>\b{_TITLE}{_WORD_NAME}(?:[ \t]+[A-Z]\.?)?(?:[ \t]+{_WORD_NAME}){{1,2}})\b"
 # A name alone on its line (after quote marks or bullets), with another line after it: a signature, a card.
-NAME_LINE_REGEX = (rf"^[ \t>?*•-]*(?P<value>{_TITLE}{_WORD_NAME}(?:[ \t]+{_WORD_NAME}){{0,2}})[ \t]*,?[ \t]*"
-                   r"(?=[ \t]*\r?\n\s*[>?*•-]*\s*\S)")
+NAME_LINE_REGEX = (rf"^{_LINE_PREFIX}(?P<value>{_TITLE}{_WORD_NAME}(?:[ \t]+{_WORD_NAME}){{0,2}})[ \t]*,?[ \t]*"
+                   r"(?=[ \t]*\r?\n" + _LINE_PREFIX + r"\S)")
 CUED_NAME_REGEX = (r"(?i:\b(?:on\s+behalf\s+of|behalf\s+of|directed\s+by|written\s+by|sung\s+by|performed\s+by|"
                    r"speak\s+to|speak\s+with|talk\s+to|follow\s+up\s+with|send\s+(?:it|this|the\s+\w+)\s+to|"
                    r"forward\s+(?:it|this|the\s+\w+)\s+to|add|called|named|under|change\s+it\s+to|"
-                   r"ask\s+for|assistant\s+to|tribute\s+to|said|says|meet|met)\s+)"
-                   rf"(?P<value>{_TITLE}{_WORD_NAME}(?:\s+{_WORD_NAME}){{0,2}})")
+                   r"ask\s+for|assistant\s+to|tribute\s+to|said|says|meet|met)(?:\s+(?:him|her|them))?\s*:?\s+)"
+                   rf"(?P<value>{_TITLE}{_WORD_NAME}(?:[ \t]+[A-Z]\.?)?(?:\s+{_WORD_NAME}){{0,2}})")
 # Street addresses outside the US: a street word with the house number after it (`Jakobstrasse 89`,
 # `Olmstraat 69`, `ul. Zamkowa 33`, `Via Santa Maria 107`, `Avda. Explanada Barnuevo 69`), or a number
 # before a Romance street word (`3 Rue Hedi Nooman`).
@@ -201,10 +226,33 @@ _STREET_WORDS_BEFORE = (r"(?:Via|Viale|Piazza|Piazzale|Corso|Largo|Borgo|Contrad
 _STREET_SUFFIXES = (r"(?i:strasse|straße|str\.|gasse|weg|platz|allee|ring|damm|ufer|laan|straat|gracht|plein|kade|"
                     r"dijk|singel|vej|gade|gatan|vägen|veien|gata|katu|tie|utca|út|tér|ulice|náměstí|cesta|"
                     r"steeg|hof|markt|pad|braut|vegur|stræti|sokak|sokağı|caddesi|bulvarı|aqq\.)")
+_GREEK = "\u0370-\u03ff\u1f00-\u1fff"
+_NOT_A_STREET = (r"(?!(?:Floor|Room|Level|Gate|Platform|Terminal|Chapter|Section|Page|Seat|Row|Table|Version|"
+                 r"Release|Step|Part|Week|Day|Year|Grade|Class|Season|Episode|Volume|Vol|No|Nr)\b)")
+_STREET_PHRASE = (rf"{_NOT_A_STREET}[{_UPPER}{_GREEK}][^\W\d_]*\.?(?:[ \t]+(?!(?i:at|to|in|on|and|or|of|for|the|by|with|from|is|"
+                  rf"was|are|has|had|have|me|my|us|our|your)\b)[^\W\d_]+\.?){{0,3}}")
+_HOUSE_NUMBER = r"\d{1,5}[a-zA-Z]?(?![\w:/-]|[.,]\d)\.?"
+# Cues that a street follows in prose (`lives on`, `the north side of`, `the corner of`, `send it to`).
+_STREET_CUE = (r"(?i:\b(?:(?:lives?|living|located|situated|resides?|address(?:\s+is)?|station\s+is|"
+               r"restaurant\s+is|office\s+is|off|stop|return|sen[dt]|deliver(?:ed)?|ship(?:ped)?|mail(?:ed)?)"
+               r"(?:\s+(?:it|this|them|the\s+\w+|a\s+new\s+one))?\s+(?:on|at|of|to|in)|(?:side|corner)\s+of)\s+)")
 INTERNATIONAL_ADDRESS_REGEXES = [
+    # A building number, a street name in any script and the house number (`307 Alvaro Cunqueiro 55`,
+    # `0556 Rákóczi út 41.`, `7383 πλατεία Καραισκάκη 262`), a unit before it allowed (`Suite 940 99530 ...`).
+    # Not a count of products (`Order 12 Pixel 8 cases`): one digit is a quantity, and a lower-case
+    # noun after the number ends no address.
+    rf"(?P<value>(?<![\w.,/+-])(?:(?:Apt\.?|Suite|Unit)[ \t]+\d{{1,5}}[ \t]+)?\d{{2,5}}[ \t]+{_STREET_PHRASE}[ \t]+"
+    rf"{_HOUSE_NUMBER})(?![ \t]+(?!(?:in|on|at|for|after|before|until|near|is|was)\b)[a-z])",
+    # A street name and house number after a cue (`lives on Metsanurga 48`, `the north side of Castelao 66`).
+    rf"{_STREET_CUE}(?P<value>{_STREET_PHRASE}[ \t]+{_HOUSE_NUMBER})",
+    # A street name and house number that the text calls a street (`Männiku 63 street`).
+    rf"(?P<value>\b{_STREET_PHRASE}[ \t]+{_HOUSE_NUMBER})(?=[ \t]+(?i:street|road|avenue)\b)",
+    # The second street of a corner (`the corner of Via Venezia 88 St. and Sari Mountain St.`).
+    rf"(?i:\bcorner\s+of\s)[^\n]{{3,60}}?\s(?i:and)\s+"
+    rf"(?P<value>[{_UPPER}][^\W\d_]+(?:[ \t]+[{_UPPER}][^\W\d_]+){{0,3}})",
     # A line of a block that is a street name and a house number (`Strojírenská 1006`), more lines after it.
-    rf"(?m)^[ \t>?*-]*(?P<value>(?:\d{{1,5}}[ \t]+)?[{_UPPER}][^\W\d_'.]+(?:[ \t]+[^\W\d_'.]+\.?){{0,3}}[ \t]+"
-    rf"\d{{1,5}}[a-zA-Z]?)[ \t]*,?[ \t]*(?=\r?\n[ \t>?*-]*\S)",
+    rf"(?m)^{_LINE_PREFIX}(?P<value>(?:\d{{1,5}}[ \t]+)?[{_UPPER}][^\W\d_'.]+(?:[ \t]+[^\W\d_'.]+\.?){{0,3}}[ \t]+"
+    rf"\d{{1,5}}[a-zA-Z]?)[ \t]*,?[ \t]*(?=\r?\n{_LINE_PREFIX}\S)",
     rf"(?P<value>\b[{_UPPER}][\w-]*{_STREET_SUFFIXES}\s+\d{{1,5}}[a-zA-Z]?\b(?:\s*[/-]\s*\d{{1,4}})?)",
     rf"(?P<value>\b\d{{1,5}}(?:/\d{{1,5}})?,?\s+(?:[{_UPPER}][^\W\d_]+\s+){{1,3}}(?:Street|Road|Chowk|Marg|Nagar|Path|"
     rf"Lane|Colony|Ganj|Bazar|Bagh)\b)",
@@ -240,8 +288,8 @@ class LuhnCardRecognizer(GroupPatternRecognizer):
 
 
 class PhoneLayoutRecognizer(GroupPatternRecognizer):
-    """Phone layouts, kept when they hold 7 to 15 digits (8 at least without a `+` or a separator style
-    of North America) and are not a date."""
+    """Phone layouts, kept when they hold 7 to 15 digits and are not a date. Six grouped digits
+    (`35 88 32`, a short local number) count only with a phone word right beside them on their line."""
 
     def __init__(self, patterns: list[tuple[str, float]]) -> None:
         super().__init__("PHONE_NUMBER", patterns, name="LayoutPhoneRecognizer", flags=0, context=PHONE_CONTEXT)
@@ -252,7 +300,10 @@ class PhoneLayoutRecognizer(GroupPatternRecognizer):
         for result in super().analyze(text, entities, nlp_artifacts):
             value = text[result.start:result.end]
             digits = sum(c.isdigit() for c in _EXTENSION.sub("", value))
-            if not 7 <= digits <= 15 or _DATE_LIKE.fullmatch(value):
+            labelled = " " in value and (_LABEL_BEFORE.search(text[max(0, result.start - 12):result.start])
+                                         or _LABEL_AFTER.match(text[result.end:result.end + 12]))
+            if _DATE_LIKE.fullmatch(value) or _YEAR_RANGE.fullmatch(value) or not (
+                    7 <= digits <= 15 or digits == 6 and labelled):
                 continue
             # Presidio's context words look only before a value; on cards and signatures they come after
             # (`650-555-0199 mobile`), so both sides count here.
@@ -264,13 +315,18 @@ class PhoneLayoutRecognizer(GroupPatternRecognizer):
 
 
 _PHONE_WORDS = re.compile(r"(?i)\b(?:" + "|".join(PHONE_CONTEXT) + r")")
+_LABEL_BEFORE = re.compile(r"(?i)\b(?:" + "|".join(PHONE_CONTEXT) + r")\w*[ \t]*[:.]?[ \t]*$")
+_LABEL_AFTER = re.compile(r"(?i)[ \t]*\(?(?:" + "|".join(PHONE_CONTEXT) + r")\b")
 _EXTENSION = re.compile(r"\s*(?:x|ext\.?)\s*\d+$", re.IGNORECASE)
-_DATE_LIKE = re.compile(r"\d{1,4}[-/ ]\d{1,2}[-/ ]\d{1,4}")
+# A date has a day and a month (`2024-03-15`, `15/03/2024`, `3 15 24`); `994 27 783` and `35 88 32` are not dates.
+_DAY, _MONTH = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])"
+_YEAR_RANGE = re.compile(r"(?:19|20)\d{2}\s*[-–/]\s*(?:(?:19|20)\d{2}|\d{2})")  # a season, `2019-2020`
+_DATE_LIKE = re.compile(rf"\d{{4}}[-/ ]{_MONTH}[-/ ]{_DAY}|{_DAY}[-/ ]{_DAY}[-/ ](?:\d{{2}}|\d{{4}})")
 
 
 # What may follow a street line in the same address: a unit, a city, a region or country, a postcode.
 _ADDRESS_TAIL = re.compile(
-    r"(?:[ \t]*,[ \t]*|[ \t]*\r?\n[ \t>?*-]*|[ \t]+)"
+    r"(?:[ \t]*,[ \t]*|(?:[ \t]*\r?\n" + _LINE_PREFIX + r"){1,2}|[ \t]+)"
     r"(?:(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Floor|Fl\.|Box|#)[ \t]*[A-Za-z0-9-]+"
     r"|(?:(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{5})"
     r"|[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[ \t-]+[A-ZÀ-ÖØ-Þ][^\W\d_]+){0,3}(?:,?[ \t]+(?:[A-Z]{2}[ \t]+)?\d{4,5}(?:-\d{4})?)?"
@@ -360,10 +416,11 @@ def custom_recognizers() -> list[EntityRecognizer]:
         # Presidio drops SSN-shaped numbers it deems invalid (111-11-1111); a leak is a leak.
         GroupPatternRecognizer("US_SSN", [(r"(?P<value>(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-]))", 0.5)],
                                name="SsnLayoutRecognizer", flags=0),
-        GroupPatternRecognizer("PERSON", [(regex, 0.85) for regex in INTRODUCED_NAME_REGEXES],
+        GroupPatternRecognizer("PERSON", [(regex, 0.85) for regex in (*INTRODUCED_NAME_REGEXES, TITLED_NAME_REGEX)],
                                name="IntroducedNameRecognizer", flags=0),
         PhoneLayoutRecognizer([(NANP_PHONE_REGEX, 0.5), (INTERNATIONAL_PHONE_REGEX, 0.5), (BARE_PHONE_REGEX, 0.3),
-                               (CUED_PHONE_REGEX, 0.7), (NATIONAL_PHONE_REGEX, 0.4), (GROUPED_DIGITS_REGEX, 0.2)]),
+                               (CUED_PHONE_REGEX, 0.7), (NATIONAL_PHONE_REGEX, 0.4), (GROUPED_DIGITS_REGEX, 0.2),
+                               (AREA_AND_LOCAL_REGEX, 0.2)]),
         AddressBlockRecognizer([(regex, 0.6) for regex in INTERNATIONAL_ADDRESS_REGEXES],
                                name="InternationalAddressRecognizer"),
         LexiconNameRecognizer(),

@@ -235,8 +235,11 @@ def call_texts(request: dict[str, Any], response: dict[str, Any], max_chars: int
 _PRIORITY = {entity: rank for rank, entity in enumerate(STRUCTURED_ENTITIES + ("PERSON", "STREET_ADDRESS"))}
 
 
-def resolve_overlaps(spans: Iterable[Finding]) -> list[Finding]:
-    """Non-overlapping spans: a span inside another goes; partial overlaps merge (higher score's type)."""
+def resolve_overlaps(spans: Iterable[Finding], text: str | None = None) -> list[Finding]:
+    """Non-overlapping spans: a span inside another goes; partial overlaps of one type merge. Partial
+    overlaps of two types split where they meet (with `text`): the higher score keeps its span and the
+    other keeps what lies outside it (`Lisa Douglas Apt` beside `Apt. 606 157 Mühle 88` is a name and an
+    address); without `text`, or when nothing of a word is left, they merge (higher score's type)."""
     chosen: list[Finding] = []
     ordered = sorted(spans, key=lambda s: (s[0], -(s[1] - s[0]), -s[3], _PRIORITY.get(s[2], len(_PRIORITY))))
     for start, end, entity, score in ordered:
@@ -244,11 +247,35 @@ def resolve_overlaps(spans: Iterable[Finding]) -> list[Finding]:
             last = chosen[-1]
             if end <= last[1]:
                 continue
+            if text is not None and entity != last[2]:
+                if score > last[3] and _has_word(text, last[0], start):
+                    chosen[-1] = (last[0], _trim_end(text, last[0], start), last[2], last[3])
+                    chosen.append((start, end, entity, score))
+                    continue
+                if score <= last[3] and _has_word(text, last[1], end):
+                    chosen.append((_trim_start(text, last[1], end), end, entity, score))
+                    continue
             kind = entity if score > last[3] else last[2]
             chosen[-1] = (last[0], end, kind, max(score, last[3]))
         else:
             chosen.append((start, end, entity, score))
     return chosen
+
+
+def _has_word(text: str, start: int, end: int) -> bool:
+    return any(c.isalnum() for c in text[start:end])
+
+
+def _trim_end(text: str, start: int, end: int) -> int:
+    while end > start and not text[end - 1].isalnum():
+        end -= 1
+    return end
+
+
+def _trim_start(text: str, start: int, end: int) -> int:
+    while start < end and not text[start].isalnum():
+        start += 1
+    return start
 
 
 def _occurrences(text: str, values: list[str], kinds: dict[str, str]) -> list[Finding]:
@@ -271,6 +298,17 @@ class ScrubbedCall:
 def _person_key(key: str | None) -> bool:
     """The argument's key says it holds a person's own name (`guest_name`, `customer`, ...)."""
     return bool(key) and any(entity == "PERSON" and pattern.search(key.lower()) for pattern, entity, _ in KEY_HINTS)
+
+
+# Keys that say their value is a thing with a title or a name (`song_title`, `recipeName`, `show`,
+# `game`, `model`, `team_name`, `body2` of an astronomy tool): a person found that is the whole value is
+# the title (`Mamma Mia`, `Chicken Alfredo`, `Gibson Les Paul`), not a person.
+_THING_KEY = re.compile(r"(?:^|_)(?:title|song|track|album|movie|film|show|musical|play|book|novel|game|recipe|dish|"
+                        r"meal|model|product|brand|item|season|genre|team|club|band|body|planet|object)s?\d*(?:_|$)")
+
+
+def _thing_key(key: str | None) -> bool:
+    return bool(key) and _THING_KEY.search(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()) is not None
 
 
 def _short_value(slot: Slot) -> bool:
@@ -323,12 +361,16 @@ def scrub_calls(
                 if any(f[2] == "PERSON" and f[0] == 0 and f[1] == len(slot.text.strip()) for f in found):
                     search_terms.add(slot.text.strip())
                 found = [f for f in found if f[2] != "PERSON"]
-            spans.append(resolve_overlaps(found))
+            spans.append(resolve_overlaps(found, slot.text))
         # A "person" found in the conversation that is part of a short task value (a song title, a dish,
         # an amenity) and holds no known first or last name is the task's word, not a person.
         terms = [slot.text for slot in item.slots if _short_value(slot) and not _person_key(slot.key)]
         if terms:
             spans = [[f for f in found if not (f[2] == "PERSON" and _task_word(slot.text[f[0]:f[1]], terms))]
+                     for slot, found in zip(item.slots, spans)]
+        titles = {slot.text.strip() for slot in item.slots if _short_value(slot) and _thing_key(slot.key)}
+        if titles:
+            spans = [[f for f in found if not (f[2] == "PERSON" and slot.text[f[0]:f[1]].strip() in titles)]
                      for slot, found in zip(item.slots, spans)]
         if public_figures == "keep":
             spans = [[f for f in found if not (f[2] == "PERSON" and slot.text[f[0]:f[1]] in search_terms)]
@@ -338,7 +380,7 @@ def scrub_calls(
                 replacer(entity, slot.text[start:end])
         values = sorted(replacer.mapping, key=len, reverse=True)
         for slot, found in zip(item.slots, spans):  # second pass: the same values wherever they recur
-            final = resolve_overlaps(found + _occurrences(slot.text, values, replacer.kinds))
+            final = resolve_overlaps(found + _occurrences(slot.text, values, replacer.kinds), slot.text)
             if final:
                 text = slot.text
                 for start, end, entity, _ in reversed(final):
