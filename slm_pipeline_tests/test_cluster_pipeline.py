@@ -115,9 +115,16 @@ def test_a_multi_tool_assistant_clusters_by_tool_suite_into_trainable_clusters(c
     assert fine.metrics["trainable_share"] < result.metrics["trainable_share"]
 
 
-def test_a_recluster_after_the_granularity_change_keeps_lineage(curated_assistant, embedder, tmp_path):
+def test_a_recluster_after_the_granularity_change_keeps_lineage_and_retires_champions(
+        curated_assistant, embedder, embedded_home, tmp_path):
+    import mlflow
+
     from slm_pipeline.core.demo.assistant import AGENT_ID
+    from slm_pipeline.core.finetune import registered_model_name
     from slm_pipeline.core.lake import Lake
+    from slm_pipeline.core.refine import registry
+    from slm_pipeline.core.refine.routing import build_routing_table, retire_stale_champions
+    from slm_pipeline.core.settings import Settings
 
     source, _ = curated_assistant
     lake = Lake(str(tmp_path / "lake"))
@@ -134,6 +141,31 @@ def test_a_recluster_after_the_granularity_change_keeps_lineage(curated_assistan
     history = lake.read("task_cluster_events", AGENT_ID)
     assert history.height == len(before.events) + len(after.events) and history["run"].n_unique() == 2
     assert set(lake.read("task_clusters", AGENT_ID)["cluster_id"]) == new  # retired ids are no partition now
+
+    # champions of two merged-away clusters and of one that lives on (as S6 would have promoted them)
+    client = mlflow.MlflowClient(Settings().resolved_mlflow_uri)
+    merged_away = sorted(gone)[:2]
+    kept = sorted(new & old)[:1]
+    for cluster_id in merged_away + kept:
+        name = registered_model_name(AGENT_ID, cluster_id)
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, str(tmp_path), tags={"base_model": "smollm2-135m-instruct"})
+        registry.promote(name, "1", "first")
+        registry.promote(name, "2", "better")
+    retired = retire_stale_champions(lake, Settings(), [AGENT_ID])
+    assert sorted(r["cluster_id"] for r in retired) == merged_away and all(r["version"] == "2" for r in retired)
+    for entry in retired:
+        name = registered_model_name(AGENT_ID, entry["cluster_id"])
+        assert registry.get_alias(name) is None and registry.get_alias(name, registry.PREVIOUS) is None
+        heir = next(e["cluster_id"] for e in merged if e["related"] == entry["cluster_id"])
+        assert client.get_registered_model(name).tags["retired"].startswith(f"merged into {heir}")
+        assert entry["reason"].startswith(f"merged into {heir}")
+    for cluster_id in kept:  # a cluster that lives on keeps its champion
+        assert registry.get_alias(registered_model_name(AGENT_ID, cluster_id)).version == "2"
+    assert retire_stale_champions(lake, Settings(), [AGENT_ID]) == []  # once only
+    routes = build_routing_table(lake, Settings(), [AGENT_ID]).routes
+    assert {r.cluster_id for r in routes} == new  # no route points at a retired cluster
 
 
 def test_one_task_or_too_few_calls_gives_one_cluster_or_none_with_a_status(curated_demo, embedder):

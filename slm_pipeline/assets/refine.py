@@ -35,7 +35,12 @@ from slm_pipeline.core.refine.judge import JudgeConfig
 from slm_pipeline.core.refine.promotion import PromotionConfig
 from slm_pipeline.core.refine.report import REPORT_TABLE, build_report, report_markdown, routable_png
 from slm_pipeline.core.refine.retraining import live_stats
-from slm_pipeline.core.refine.routing import RoutingThresholds, build_routing_table, publish_routing_table
+from slm_pipeline.core.refine.routing import (
+    RoutingThresholds,
+    build_routing_table,
+    publish_routing_table,
+    retire_stale_champions,
+)
 from slm_pipeline.core.settings import Settings
 from slm_pipeline.partitions import agent_partitions, split_task_cluster_key, task_cluster_partitions
 from slm_pipeline.resources import LakeResource
@@ -198,6 +203,10 @@ def routing_table(context: dg.AssetExecutionContext, config: RoutingRunConfig, l
                   ) -> dg.MaterializeResult:
     the_lake = lake.open()
     agents = sorted(context.instance.get_dynamic_partitions(agent_partitions.name))
+    retired = retire_stale_champions(the_lake, Settings(), agents)
+    for entry in retired:
+        context.log.info(f"retired the champion v{entry['version']} of {entry['agent_id']}:{entry['cluster_id']}: "
+                         f"{entry['reason']}")
     table = build_routing_table(
         the_lake, Settings(), agents, thresholds=RoutingThresholds(config.min_assignment_confidence),
         serving_url=config.serving_url or os.environ.get("SLM_PIPELINE_SERVING_URL"))
@@ -208,6 +217,7 @@ def routing_table(context: dg.AssetExecutionContext, config: RoutingRunConfig, l
     return dg.MaterializeResult(metadata={
         "version": published.version, "changed": changed, "fingerprint": published.fingerprint,
         "routes_to_slm": sum(r.route == "slm" for r in published.routes), "routes": len(published.routes),
+        "retired_champions": dg.MetadataValue.md(frame_to_markdown(pl.DataFrame(retired)) if retired else "(none)"),
         "table": dg.MetadataValue.md(frame_to_markdown(pl.DataFrame(rows)) if rows else "(no clusters)"),
         "current": dg.MetadataValue.json(json.loads(published.to_json())),
     })

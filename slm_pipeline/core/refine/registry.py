@@ -2,7 +2,8 @@
 
 Each task cluster has one registered model (`slm-<agent>-<cluster>`, created by S5); its versions
 are the fine-tuned adapters. Promotion moves the `champion` alias; the version that held it
-keeps `previous-champion`, so `rollback` is one alias swap.
+keeps `previous-champion`, so `rollback` is one alias swap. A cluster that a reclustering merges
+away or retires loses both aliases (`retire`), with the reason as a tag.
 """
 
 from __future__ import annotations
@@ -73,6 +74,27 @@ def rollback(registered_model: str, settings: Settings | None = None) -> Champio
     restored = get_alias(registered_model, CHAMPION, settings)
     assert restored is not None
     return restored
+
+
+def retire(registered_model: str, reason: str, settings: Settings | None = None) -> Champion | None:
+    """Take the `champion` and `previous-champion` aliases off a cluster that no longer exists (merged into
+    another, or gone in a reclustering), so nothing serves or rolls back to it, and say why on the
+    registered model (tags `retired`, `retired_at`). Its versions stay for the record. Returns the
+    champion it had, or None."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    champion = get_alias(registered_model, CHAMPION, settings)
+    for alias in (CHAMPION, PREVIOUS):
+        if get_alias(registered_model, alias, settings) is not None:
+            client.delete_registered_model_alias(registered_model, alias)
+    try:
+        client.set_registered_model_tag(registered_model, "retired", reason[:5000])
+        client.set_registered_model_tag(registered_model, "retired_at",
+                                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    except MlflowException:  # never registered: nothing to retire
+        return None
+    return champion
 
 
 def download_adapter(version: Champion, settings: Settings | None = None) -> Path:

@@ -108,6 +108,35 @@ def publish_routing_table(lake: Lake, table: RoutingTable) -> tuple[RoutingTable
     return table, True
 
 
+def retire_stale_champions(lake: Lake, settings: Any, agent_ids: list[str]) -> list[dict[str, Any]]:
+    """Retire the champion of every cluster that the latest clustering merged away or retired (its
+    lineage in `task_cluster_events`), so no route, server or rollback points at it. Returns what was
+    retired: agent, cluster, version, reason."""
+    from slm_pipeline.core.cluster.pipeline import CLUSTERS_TABLE, EVENTS_TABLE
+    from slm_pipeline.core.finetune import registered_model_name
+    from slm_pipeline.core.refine import registry
+
+    retired = []
+    for agent_id in agent_ids:
+        clusters, events = lake.read(CLUSTERS_TABLE, agent_id, columns=["cluster_id"]), lake.read(EVENTS_TABLE, agent_id)
+        if clusters is None or events is None:
+            continue
+        current = set(clusters["cluster_id"])
+        fates: dict[str, str] = {}
+        for event in events.iter_rows(named=True):  # in order: the last word on a cluster wins
+            if event["event"] == "merge" and event["related"] not in current:
+                fates[event["related"]] = f"merged into {event['cluster_id']} by the clustering of {event['run']}"
+            elif event["event"] == "retired" and event["cluster_id"] not in current:
+                fates[event["cluster_id"]] = f"retired by the clustering of {event['run']} (its calls went elsewhere)"
+        for cluster_id, reason in sorted(fates.items()):
+            champion = registry.retire(registered_model_name(agent_id, cluster_id), reason, settings) \
+                if registry.get_alias(registered_model_name(agent_id, cluster_id), settings=settings) else None
+            if champion is not None:
+                retired.append({"agent_id": agent_id, "cluster_id": cluster_id, "version": champion.version,
+                                "reason": reason})
+    return retired
+
+
 def build_routing_table(lake: Lake, settings: Any, agent_ids: list[str], *,
                         thresholds: RoutingThresholds = RoutingThresholds(), serving_url: str | None = None,
                         shadow_challengers: bool = True) -> RoutingTable:
