@@ -1,6 +1,6 @@
 """S3 task clustering: quality against the demo's true task types, side by side with BERTopic, and scale.
 
-    python benchmarks/clustering.py [--quality-calls 10000] [--scales 10000,30000,100000]
+    python benchmarks/clustering.py [--quality-calls 10000] [--scales 10000,30000,100000] [--no-public]
 
 Quality: demo traffic is imported, collected and curated as the pipeline does, then clustered per
 agent. ARI and NMI against the true task types (from the labels file the pipeline never reads),
@@ -8,6 +8,9 @@ for this pipeline and for BERTopic with library defaults fed the (curated) lates
 BERTopic's default embedding model is the same all-MiniLM-L6-v2, passed as a local path since
 nothing is downloaded here; everything else is BERTopic's default. Unclustered calls / outliers
 count as one more group in ARI and NMI, as they go to the LLM.
+
+Public traffic: BFCL's non-live categories (`benchmarks/bfcl.py`), curated by S2 and clustered as
+one agent, at both granularities: the share of calls in clusters that reach the dataset minimum.
 
 Scale: wall time and peak memory (max RSS of a fresh process) of `cluster_calls` on 10k, 30k and
 100k curated calls (all three agents, each clustered on its own). Target (issue 4): 100,000 calls in 10 minutes or less; ARI >= 0.9 with at most twice as
@@ -214,6 +217,41 @@ def assistant_quality(calls: int, work: Path, public: Path | None = None) -> Non
           f"suite's cluster; p95 {p95:.1f} ms per single request (target <= 20 ms)")
 
 
+def public_quality(work: Path) -> None:
+    """BFCL's non-live categories (issue 17's loader), curated by S2 and clustered as one agent: calls in
+    trainable clusters at trainable (default) and function-level granularity. Target (issue 18): >= 70%."""
+    from bfcl import bfcl_records
+    from public_traffic import curate
+
+    records = bfcl_records()
+    cached = work / "bfcl-curated.parquet"
+    if cached.exists():
+        frame = pl.read_parquet(cached)
+    else:
+        _, result = curate(records, work / "bfcl", "scrub")
+        frame = result.curated
+        frame.write_parquet(cached)
+    embedder = SentenceTransformerEmbedder()
+    minimum = ClusteringConfig().trainable_min
+    print(f"\npublic traffic (BFCL non-live, {len(records):,} records): {frame.height:,} curated calls; dataset "
+          f"minimum {minimum}")
+    print(f"{'clustering':<22} {'clusters':>8} {'trainable':>9} {'noise':>6} {'sizes (min/median/max)':>24} {'s':>6}")
+    shares = {}
+    for name, config in (("ours (trainable)", ClusteringConfig()),
+                         ("function-level", ClusteringConfig(granularity="function"))):
+        started = time.perf_counter()
+        result = cluster_calls(frame, "bfcl", embedder, config)
+        seconds = time.perf_counter() - started
+        groups = [c or "unclustered" for c in result.assignments["cluster_id"]]
+        sizes = sorted(Counter(g for g in groups if g != "unclustered").values())
+        noise = groups.count("unclustered") / len(groups)
+        shares[name] = trainable_share(groups, minimum)
+        spread = f"{sizes[0]} / {sizes[len(sizes) // 2]} / {sizes[-1]}" if sizes else "-"
+        print(f"{name:<22} {len(sizes):>8} {shares[name]:>9.1%} {noise:>6.1%} {spread:>24} {seconds:>6.1f}")
+    print(f"target (>= 70% of the calls in trainable clusters): "
+          f"{'meets' if shares['ours (trainable)'] >= 0.7 else 'MISSES'}")
+
+
 def scale_run(path: Path) -> None:
     """In a fresh process: cluster every agent of a curated frame; print seconds and peak memory as JSON."""
     frame = pl.read_parquet(path)
@@ -262,6 +300,8 @@ def main() -> int:
     parser.add_argument("--scales", default="10000,30000,100000")
     parser.add_argument("--assistant-calls", type=int, default=1300,
                         help="records of the general assistant's traffic (0: skip)")
+    parser.add_argument("--public", action=argparse.BooleanOptionalAction, default=True,
+                        help="cluster BFCL's public traffic too (downloads the bfcl-eval wheel once)")
     parser.add_argument("--work", type=Path, default=None, help="folder to keep generated data between runs")
     parser.add_argument("--scale-run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -272,6 +312,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.assistant_calls:
         assistant_quality(args.assistant_calls, work)
+    if args.public:
+        public_quality(work)
     if args.quality_calls:
         quality(args.quality_calls, work)
     if args.scales:
