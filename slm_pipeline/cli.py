@@ -389,9 +389,11 @@ def demo(
     out.rule("S1 import")
     import_([traffic], as_json=False)
     out.rule("pipeline")
+    # S6 evaluates every fine-tuned model against the teacher on the test split; S5's own generation on
+    # it (`evaluate_test`) would repeat that work, about a quarter of each cluster's time here.
     caps = {"slm_candidates": {"screen_examples": 8}, "slm_evaluation": {"max_test_calls": 10},
             "finetuned_slm": {"max_steps": train_steps, "batch_size": 2, "eval_steps": train_steps,
-                              "save_steps": train_steps}}
+                              "save_steps": train_steps, "evaluate_test": False}}
     for name, values in (_load_config(config) or {}).items():
         caps.setdefault(name, {}).update(values)
     ok = _run(None, None, settings, caps, clusters_per_agent, _showcase_config if showcase else None)

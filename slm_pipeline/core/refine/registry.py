@@ -80,20 +80,17 @@ def retire(registered_model: str, reason: str, settings: Settings | None = None)
     """Take the `champion` and `previous-champion` aliases off a cluster that no longer exists (merged into
     another, or gone in a reclustering), so nothing serves or rolls back to it, and say why on the
     registered model (tags `retired`, `retired_at`). Its versions stay for the record. Returns the
-    champion it had, or None."""
-    from mlflow.exceptions import MlflowException
-
+    champion it had; None, touching nothing, when it had none (never promoted, or retired already)."""
     client = _client(settings)
     champion = get_alias(registered_model, CHAMPION, settings)
-    for alias in (CHAMPION, PREVIOUS):
-        if get_alias(registered_model, alias, settings) is not None:
-            client.delete_registered_model_alias(registered_model, alias)
-    try:
-        client.set_registered_model_tag(registered_model, "retired", reason[:5000])
-        client.set_registered_model_tag(registered_model, "retired_at",
-                                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    except MlflowException:  # never registered: nothing to retire
+    if champion is None:
         return None
+    client.delete_registered_model_alias(registered_model, CHAMPION)
+    if get_alias(registered_model, PREVIOUS, settings) is not None:
+        client.delete_registered_model_alias(registered_model, PREVIOUS)
+    client.set_registered_model_tag(registered_model, "retired", reason[:5000])
+    retired_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    client.set_registered_model_tag(registered_model, "retired_at", retired_at)
     return champion
 
 

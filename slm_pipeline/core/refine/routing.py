@@ -118,7 +118,8 @@ def retire_stale_champions(lake: Lake, settings: Any, agent_ids: list[str]) -> l
 
     retired = []
     for agent_id in agent_ids:
-        clusters, events = lake.read(CLUSTERS_TABLE, agent_id, columns=["cluster_id"]), lake.read(EVENTS_TABLE, agent_id)
+        clusters = lake.read(CLUSTERS_TABLE, agent_id, columns=["cluster_id"])
+        events = lake.read(EVENTS_TABLE, agent_id)
         if clusters is None or events is None:
             continue
         current = set(clusters["cluster_id"])
@@ -129,8 +130,7 @@ def retire_stale_champions(lake: Lake, settings: Any, agent_ids: list[str]) -> l
             elif event["event"] == "retired" and event["cluster_id"] not in current:
                 fates[event["cluster_id"]] = f"retired by the clustering of {event['run']} (its calls went elsewhere)"
         for cluster_id, reason in sorted(fates.items()):
-            champion = registry.retire(registered_model_name(agent_id, cluster_id), reason, settings) \
-                if registry.get_alias(registered_model_name(agent_id, cluster_id), settings=settings) else None
+            champion = registry.retire(registered_model_name(agent_id, cluster_id), reason, settings)
             if champion is not None:
                 retired.append({"agent_id": agent_id, "cluster_id": cluster_id, "version": champion.version,
                                 "reason": reason})
