@@ -166,6 +166,45 @@ def test_demo_runs_end_to_end(embedded_home: Path, tmp_path: Path, test_catalogu
     assert {r.route for r in table.routes} == {"llm"} and len(table.routes) >= len(clusters)
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_signal_stops_the_whole_command_and_its_training_within_seconds(
+        embedded_home: Path, tmp_path: Path, test_catalogue: Path, how: str):
+    """The real command in its own process group, stopped while it trains: Ctrl-C in a terminal signals the whole
+    group (SIGINT), `kill` or a stopping container signals the command alone (SIGTERM), whose training child it
+    must stop itself. Either way nothing of the group is left seconds later, and the command says how to go on."""
+    import signal
+    import time
+
+    caps = tmp_path / "caps.yaml"
+    caps.write_text("slm_candidates: {models: [tiny-llama], screen_examples: 2}\n"
+                    "finetuned_slm: {evaluate_test: false, save_steps: 5}\n")
+    script = shutil.which("slm-pipeline") or str(Path(os.sys.executable).parent / "slm-pipeline")
+    env = {**os.environ, "SLM_PIPELINE_CATALOGUE": str(test_catalogue)}
+    command = [script, "demo", "--calls", "300", "--seed", "1", "--train-steps", "100000", "--clusters-per-agent",
+               "1", "--no-showcase", "--config", str(caps)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    models = Settings().models_dir
+    deadline = time.monotonic() + 600
+    while not list(models.glob("*/*/*/checkpoints/checkpoint-*")):  # training has run and checkpointed
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no training checkpoint within 10 minutes"
+        time.sleep(1)
+    stopped_at = time.monotonic()
+    if how == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    took = time.monotonic() - stopped_at
+    assert process.returncode == 130, (stdout, stderr)
+    assert took < 30, f"stopping took {took:.0f} s"
+    assert "interrupted during" in stderr and "the fine-tuning resumes from its last checkpoint" in stderr, stderr
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):  # the training process is gone too, not orphaned
+        os.killpg(process.pid, 0)
+
+
 def test_a_signal_stops_the_pipeline_after_the_step_it_interrupts(monkeypatch: pytest.MonkeyPatch):
     import os
     import signal
