@@ -166,6 +166,22 @@ def held_out_agreement(frame: pl.DataFrame, agent: str, embedder: SentenceTransf
     return sum(hits) / len(hits), float(np.percentile(latencies, 95))
 
 
+def both_granularities(frame: pl.DataFrame, agent: str, embedder: SentenceTransformerEmbedder
+                       ) -> dict[str, tuple[list[str], list[str], int, float]]:
+    """The calls clustered at trainable (default) and function-level granularity: per name, the call ids,
+    their groups ("unclustered" for none), the number of clusters and the seconds it took."""
+    rows = {}
+    for name, config in (("ours (trainable)", ClusteringConfig()),
+                         ("function-level", ClusteringConfig(granularity="function"))):
+        started = time.perf_counter()
+        result = cluster_calls(frame, agent, embedder, config)
+        seconds = time.perf_counter() - started
+        ids = result.assignments["call_id"].to_list()
+        groups = [c or "unclustered" for c in result.assignments["cluster_id"]]
+        rows[name] = (ids, groups, result.metrics["clusters"], seconds)
+    return rows
+
+
 def assistant_quality(calls: int, work: Path, public: Path | None = None) -> None:
     """The general assistant (8 tool suites, multi-turn, functions called rarely): ARI against suites and
     functions, calls in trainable clusters and purity by suite, for trainable (default) and function-level
@@ -181,15 +197,7 @@ def assistant_quality(calls: int, work: Path, public: Path | None = None) -> Non
           f"({min(functions.values())}-{max(functions.values())} calls each); dataset minimum {minimum}")
     print(f"{'clustering':<22} {'clusters':>8} {'ARI suite':>9} {'ARI fn':>7} {'NMI suite':>9} {'trainable':>9} "
           f"{'noise':>6} {'min purity':>10} {'s':>6}")
-    rows = {}
-    for name, config in (("ours (trainable)", ClusteringConfig()),
-                         ("function-level", ClusteringConfig(granularity="function"))):
-        started = time.perf_counter()
-        result = cluster_calls(frame, "general-assistant", embedder, config)
-        seconds = time.perf_counter() - started
-        ids = result.assignments["call_id"].to_list()
-        groups = [c or "unclustered" for c in result.assignments["cluster_id"]]
-        rows[name] = (ids, groups, result.metrics["clusters"], seconds)
+    rows = both_granularities(frame, "general-assistant", embedder)
     from bertopic import BERTopic
 
     started = time.perf_counter()
@@ -237,12 +245,7 @@ def public_quality(work: Path) -> None:
           f"minimum {minimum}")
     print(f"{'clustering':<22} {'clusters':>8} {'trainable':>9} {'noise':>6} {'sizes (min/median/max)':>24} {'s':>6}")
     shares = {}
-    for name, config in (("ours (trainable)", ClusteringConfig()),
-                         ("function-level", ClusteringConfig(granularity="function"))):
-        started = time.perf_counter()
-        result = cluster_calls(frame, "bfcl", embedder, config)
-        seconds = time.perf_counter() - started
-        groups = [c or "unclustered" for c in result.assignments["cluster_id"]]
+    for name, (_, groups, _, seconds) in both_granularities(frame, "bfcl", embedder).items():
         sizes = sorted(Counter(g for g in groups if g != "unclustered").values())
         noise = groups.count("unclustered") / len(groups)
         shares[name] = trainable_share(groups, minimum)
