@@ -390,9 +390,10 @@ def demo(
     import_([traffic], as_json=False)
     out.rule("pipeline")
     # S6 evaluates every fine-tuned model against the teacher on the test split; S5's own generation on
-    # it (`evaluate_test`) would repeat that work, about a quarter of each cluster's time here.
-    caps = {"slm_candidates": {"screen_examples": 8}, "slm_evaluation": {"max_test_calls": 10},
-            "finetuned_slm": {"max_steps": train_steps, "batch_size": 2, "eval_steps": train_steps,
+    # it (`evaluate_test`) would repeat that work, about a quarter of each cluster's time here. One packed
+    # sequence per step and a 4-example screen keep the demo within its 20 minutes on two cores.
+    caps = {"slm_candidates": {"screen_examples": 4}, "slm_evaluation": {"max_test_calls": 10},
+            "finetuned_slm": {"max_steps": train_steps, "batch_size": 1, "eval_steps": train_steps,
                               "save_steps": train_steps, "evaluate_test": False}}
     for name, values in (_load_config(config) or {}).items():
         caps.setdefault(name, {}).update(values)
