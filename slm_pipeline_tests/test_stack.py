@@ -41,9 +41,30 @@ def test_a_stopped_or_reused_pid_is_not_alive_and_stop_escalates_to_sigkill(tmp_
     deadline = time.monotonic() + 10
     while "ignoring-42" not in (tmp_path / "stubborn.log").read_text() and time.monotonic() < deadline:
         time.sleep(0.05)  # SIGTERM must come after the trap is set
-    assert processes.stop(stubborn, timeout_s=1) == "killed after 1 s"
+    assert processes.stop(stubborn, timeout_s=1) == "killed after 1 s (it ignores SIGTERM)"
     assert not processes.alive(stubborn)
     assert "bash -c" in (tmp_path / "stubborn.log").read_text()  # each start is headed by its command line
+
+
+def test_a_service_stops_on_sigterm_even_when_its_starter_blocks_and_ignores_it(tmp_path: Path):
+    """Blocked and ignored signals survive fork and exec; a service must not inherit them from whoever started it
+    (a supervisor, a test runner, a library that left SIGTERM so)."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        record = processes.start("sleeper", ["sleep", "60"], {}, tmp_path / "sleeper.log", cwd=tmp_path)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGTERM, previous)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{record.pid}/cmdline").read_text().split("\0")[0] != "sleep":  # exec'd
+        assert time.monotonic() < deadline, "the service was never exec'd"
+        time.sleep(0.05)
+    assert processes.stop(record, timeout_s=5) == "stopped"
+    with pytest.raises(FileNotFoundError, match="no-such-service-binary"):
+        processes.start("missing", ["no-such-service-binary"], {}, tmp_path / "missing.log", cwd=tmp_path)
 
 
 def test_databases_and_roles_are_made_once_and_purged(tmp_path: Path):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,14 +53,42 @@ def alive(record: ProcessRecord) -> bool:
     return fields is not None and fields[0] != "Z" and int(fields[19]) == record.start_ticks
 
 
+# A blocked or ignored signal survives fork and exec: a service started by a process that blocks or ignores
+# SIGTERM (a supervisor, a test runner, a library that left it so) would not stop on SIGTERM. The service
+# is exec'd through this shim, which unblocks every signal and puts the stopping ones back to their defaults.
+_CLEAN_SIGNALS_EXEC = (
+    "import os, signal, sys\n"
+    "signal.pthread_sigmask(signal.SIG_SETMASK, [])\n"
+    "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):\n"
+    "    signal.signal(s, signal.SIG_DFL)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+)
+
+
 def start(name: str, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> ProcessRecord:
+    """Start `command` in a session of its own, with default signal handling whatever this process's is."""
+    if shutil.which(command[0], path=env.get("PATH", os.defpath)) is None and not Path(command[0]).is_file():
+        raise FileNotFoundError(f"{name}: {command[0]!r} is not an executable on the service's PATH")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         out.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
         out.flush()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-c", _CLEAN_SIGNALS_EXEC, *command], cwd=cwd, env=env,
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     return ProcessRecord(name, process.pid, _start_ticks(process.pid), command, str(log))
+
+
+def _term_handling(pid: int) -> str:
+    """Why a process may not stop on SIGTERM, from /proc/<pid>/status ('' when it neither blocks nor ignores it)."""
+    try:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except OSError:
+        return ""
+    bit = 1 << (signal.SIGTERM - 1)
+    return ", ".join(f"it {what} SIGTERM" for what, field in (("blocks", "SigBlk"), ("ignores", "SigIgn"))
+                     if int(fields.get(field, "0"), 16) & bit)
 
 
 def _reap(pid: int) -> None:
@@ -79,13 +109,14 @@ def stop(record: ProcessRecord, timeout_s: float) -> str:
         if not alive(record):
             return "stopped"
         time.sleep(0.2)
+    why = _term_handling(record.pid)
     os.killpg(record.pid, signal.SIGKILL)
     for _ in range(50):
         _reap(record.pid)
         if not alive(record):
             break
         time.sleep(0.1)
-    return f"killed after {timeout_s:.0f} s"
+    return f"killed after {timeout_s:.0f} s" + (f" ({why})" if why else "")
 
 
 def tail(path: str | Path, lines: int = 20) -> str:
