@@ -33,7 +33,9 @@ from slm_pipeline.definitions import defs
 from slm_pipeline.partitions import agent_partitions, task_cluster_key, task_cluster_partitions
 
 StepCallback = Callable[[str, str, str], None]
-"""Called with (partition key, step key, "success" | "failure" | "skipped") as each step ends."""
+"""Called with (partition key, step key, "success" | "failure" | "skipped" | "not promoted" | "blocked by its
+check") as each step ends. A blocking asset check that fails is an outcome, not a crash: S6's promotion rule
+turning a cluster down reads "not promoted"."""
 
 _STEP_ENDS = {
     dg.DagsterEventType.STEP_SUCCESS: "success",
@@ -110,6 +112,14 @@ def selected_assets(selection: str | None) -> list[dg.AssetKey]:
     return [key for key in graph.toposorted_asset_keys if key in keys]
 
 
+def _step_end(event: dg.DagsterEvent) -> str:
+    if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+        error = event.step_failure_data.error
+        if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+            return "not promoted" if event.step_key == "slm_evaluation" else "blocked by its check"
+    return _STEP_ENDS[event.event_type]
+
+
 def _watch(instance: dg.DagsterInstance, run_id: str, agent_id: str, on_step: StepCallback,
            done: threading.Event, seen: dict[str, str]) -> None:
     cursor = None
@@ -120,7 +130,7 @@ def _watch(instance: dg.DagsterInstance, run_id: str, agent_id: str, on_step: St
             for record in records.records:
                 event = record.event_log_entry.dagster_event
                 if event is not None and event.step_key and event.step_key not in seen:
-                    seen[event.step_key] = _STEP_ENDS[event.event_type]
+                    seen[event.step_key] = _step_end(event)
                     on_step(agent_id, event.step_key, seen[event.step_key])
             cursor = records.cursor
             if not records.has_more:
