@@ -153,6 +153,7 @@ def test_demo_runs_end_to_end(embedded_home: Path, tmp_path: Path, test_catalogu
     assert "slm-pipeline ui" in result.stdout
     # An expected outcome reads as one line, not as Dagster's RUN_FAILURE and a stack trace.
     assert "RUN_FAILURE" not in result.output and "DagsterAssetCheckFailedError" not in result.output
+    assert "slm_evaluation failure" not in result.output and "slm_evaluation not promoted" in result.output
     assert "library warnings and logs:" in result.output
     successes = [line.split(": success")[0] for line in result.stdout.splitlines() if ": success" in line]
     agents = [p for p in successes if ":" not in p and p != "all"]
