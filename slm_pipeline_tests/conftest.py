@@ -53,6 +53,23 @@ def _with_database(url: str, name: str) -> str:
     return sa.make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+
+@pytest.fixture(autouse=True)
+def _sigterm_left_as_found(request: pytest.FixtureRequest):
+    """A test (or a library it drives) that leaves SIGTERM ignored or blocked in this process makes every child
+    started later ignore or block it too (both survive fork and exec). Name the test and put SIGTERM back."""
+    import signal
+    import warnings
+
+    yield
+    ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    blocked = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    if ignored or blocked:
+        warnings.warn(f"{request.node.nodeid} left SIGTERM {'ignored' if ignored else 'blocked'} in the test process; "
+                      "put back to its default", stacklevel=1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
 @pytest.fixture(scope="session")
 def make_pg_database() -> Iterator[Callable[[str], str]]:
     """Create throw-away databases named after this session; all are dropped at its end."""

@@ -76,7 +76,19 @@ def start(name: str, command: list[str], env: dict[str, str], log: Path, cwd: Pa
         process = subprocess.Popen([sys.executable, "-c", _CLEAN_SIGNALS_EXEC, *command], cwd=cwd, env=env,
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
+    # Return once the command itself runs: a SIGTERM that reached the shim while it still ignored it (as
+    # inherited) would be lost, and the service would not stop.
+    deadline = time.monotonic() + 30
+    while process.poll() is None and _argv0(process.pid) != command[0] and time.monotonic() < deadline:
+        time.sleep(0.01)
     return ProcessRecord(name, process.pid, _start_ticks(process.pid), command, str(log))
+
+
+def _argv0(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return None
 
 
 def _term_handling(pid: int) -> str:
