@@ -53,7 +53,6 @@ def _with_database(url: str, name: str) -> str:
     return sa.make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-
 @pytest.fixture(autouse=True)
 def _sigterm_left_as_found(request: pytest.FixtureRequest):
     """A test (or a library it drives) that leaves SIGTERM ignored or blocked in this process makes every child
@@ -69,6 +68,7 @@ def _sigterm_left_as_found(request: pytest.FixtureRequest):
                       "put back to its default", stacklevel=1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
 
 @pytest.fixture(scope="session")
 def make_pg_database() -> Iterator[Callable[[str], str]]:
