@@ -79,16 +79,19 @@ def start(name: str, command: list[str], env: dict[str, str], log: Path, cwd: Pa
     # Return once the command itself runs: a SIGTERM that reached the shim while it still ignored it (as
     # inherited) would be lost, and the service would not stop.
     deadline = time.monotonic() + 30
-    while process.poll() is None and _argv0(process.pid) != command[0] and time.monotonic() < deadline:
+    while process.poll() is None and _in_shim(process.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     return ProcessRecord(name, process.pid, _start_ticks(process.pid), command, str(log))
 
 
-def _argv0(pid: int) -> str | None:
+def _in_shim(pid: int) -> bool:
+    """The process still runs the shim (its command line holds the shim's code, or is empty while an exec is under
+    way), not yet the command."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return None
+        return False
+    return not cmdline or _CLEAN_SIGNALS_EXEC.encode() in cmdline
 
 
 def _term_handling(pid: int) -> str:
