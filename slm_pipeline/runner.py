@@ -45,6 +45,7 @@ _STEP_ENDS = {
 
 
 _INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+_CHECK_FAILED = "DagsterAssetCheckFailedError"  # a blocking asset check stopped the step: an outcome
 
 
 class SelectionError(ValueError):
@@ -115,7 +116,7 @@ def selected_assets(selection: str | None) -> list[dg.AssetKey]:
 def _step_end(event: dg.DagsterEvent) -> str:
     if event.event_type == dg.DagsterEventType.STEP_FAILURE:
         error = event.step_failure_data.error
-        if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+        if error is not None and error.cls_name == _CHECK_FAILED:
             return "not promoted" if event.step_key == "slm_evaluation" else "blocked by its check"
     return _STEP_ENDS[event.event_type]
 
@@ -179,7 +180,7 @@ def _execute(instance: dg.DagsterInstance, partition: str | None, keys: list[dg.
     blocked = [c for c in result.get_asset_check_evaluations() if c.check_name == PROMOTION_RULE and not c.passed]
     # The blocking promotion check fails its step by design; that alone is an outcome, not an error.
     only_blocked = bool(blocked) and all(
-        e.step_failure_data.error is not None and e.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"
+        e.step_failure_data.error is not None and e.step_failure_data.error.cls_name == _CHECK_FAILED
         for e in failures)
     error = None
     if failures and not only_blocked:

@@ -60,12 +60,12 @@ def _sigterm_left_as_found(request: pytest.FixtureRequest):
     import signal
     import warnings
 
+    from slm_pipeline.stack.processes import sigterm_handling
+
     yield
     # The kernel's view (/proc), not Python's: C code (an extension, a native library) can change it unseen.
-    fields = dict(line.split(":\t", 1) for line in Path("/proc/thread-self/status").read_text().splitlines()
-                  if ":\t" in line)
-    bit = 1 << (signal.SIGTERM - 1)
-    ignored, blocked = (bool(int(fields[name], 16) & bit) for name in ("SigIgn", "SigBlk"))
+    handling = sigterm_handling(Path("/proc/thread-self/status"))
+    ignored, blocked = handling["ignores"], handling["blocks"]
     if ignored or blocked:
         warnings.warn(f"{request.node.nodeid} left SIGTERM {'ignored' if ignored else 'blocked'} in the test process; "
                       "put back to its default", stacklevel=1)

@@ -94,16 +94,22 @@ def _in_shim(pid: int) -> bool:
     return not cmdline or _CLEAN_SIGNALS_EXEC.encode() in cmdline
 
 
-def _term_handling(pid: int) -> str:
-    """Why a process may not stop on SIGTERM, from /proc/<pid>/status ('' when it neither blocks nor ignores it)."""
+def sigterm_handling(status: Path) -> dict[str, bool]:
+    """Whether SIGTERM is blocked and ignored, in the kernel's view: a /proc status file (`/proc/<pid>/status`,
+    `/proc/thread-self/status`). Both flags False when the file is gone."""
     try:
-        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if ":\t" in line)
+        fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
     except OSError:
-        return ""
+        return {"blocks": False, "ignores": False}
     bit = 1 << (signal.SIGTERM - 1)
-    return ", ".join(f"it {what} SIGTERM" for what, field in (("blocks", "SigBlk"), ("ignores", "SigIgn"))
-                     if int(fields.get(field, "0"), 16) & bit)
+    return {what: bool(int(fields.get(field, "0"), 16) & bit) for what, field in (("blocks", "SigBlk"),
+                                                                                    ("ignores", "SigIgn"))}
+
+
+def _term_handling(pid: int) -> str:
+    """Why a process may not stop on SIGTERM ('' when it neither blocks nor ignores it)."""
+    return ", ".join(f"it {what} SIGTERM" for what, yes in sigterm_handling(Path(f"/proc/{pid}/status")).items()
+                     if yes)
 
 
 def _reap(pid: int) -> None:
