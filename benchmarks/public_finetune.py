@@ -97,6 +97,8 @@ def main() -> None:
         for name, calls in sorted(groups.items()):
             dataset = build_task_dataset("bfcl", name, name.replace("_", " "), calls,
                                          replace(config, prompt_form=args.form))
+            if dataset.status != "ready":
+                raise SystemExit(f"{name}: the task dataset is not ready ({dataset.reason})")
             test = dataset.split("test")
             zero = evaluate(base, tokenizer, test)
             report, wall = train(folder, dataset.examples, args.work / f"{name}-{args.form}-{args.epochs}",

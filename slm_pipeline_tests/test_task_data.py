@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import polars as pl
@@ -53,6 +54,35 @@ def test_stratification_gives_every_tool_its_share_of_test():
     more = assign_splits(strata + ["a"] * 50, [f"g{i}" for i in range(170)], 0.1, 0.1)
     moved = sum(1 for old, new in zip(splits[:100], more[:100]) if old != new)
     assert moved <= 10
+
+
+def test_functions_too_rare_to_split_alone_are_pooled_so_a_test_split_remains():
+    # A tool suite (or BFCL's simple_python) where almost every call uses its own function: no stratum has the
+    # 3 groups a split needs, but the cluster as a whole has 200 distinct requests to hold out from.
+    strata = [f"f{i}" for i in range(180)] + ["common"] * 20
+    splits = assign_splits(strata, [f"g{i}" for i in range(200)], 0.1, 0.1)
+    assert abs(splits.count("test") - 20) <= 1 and abs(splits.count("validation") - 20) <= 1
+    common = [sp for st, sp in zip(strata, splits) if st == "common"]
+    assert common.count("test") == 2  # a stratum that can be split keeps its own share
+    # Only a pool of fewer than 3 groups goes to train whole.
+    assert assign_splits(["a", "b"], ["g1", "g2"], 0.1, 0.1) == ["train", "train"]
+
+
+def test_a_cluster_of_one_call_per_function_gets_a_test_split_and_is_ready():
+    def call(i: int) -> dict:
+        words = hashlib.sha256(str(i).encode()).hexdigest()
+        tool = {"type": "function", "function": {"name": f"tool_{i}", "parameters": {
+            "type": "object", "properties": {"x": {"type": "integer"}}}}}
+        answer = {"id": "t", "type": "function", "function": {"name": f"tool_{i}", "arguments": json.dumps({"x": i})}}
+        return {"call_id": f"c{i}", "seq": i,
+                "request": json.dumps({"model": "m", "tools": [tool], "messages": [
+                    {"role": "user", "content": f"{words[:8]} {words[8:20]} then {words[20:32]}"}]}),
+                "response": json.dumps({"choices": [{"message": {"role": "assistant", "tool_calls": [answer]}}]})}
+
+    calls = pl.DataFrame([call(i) for i in range(100)])
+    dataset = build_task_dataset("suite-agent", "c1", "suite", calls, DatasetConfig(min_examples=50))
+    assert dataset.status == "ready", dataset.reason
+    assert dataset.split("test").height == 10 and dataset.leaking_groups() == 0
 
 
 def test_small_clusters_stay_on_the_llm_and_say_why(curated_demo):

@@ -9,7 +9,8 @@ through the same `SpecialistPrompt` at serving time.
 Splits are deterministic and stable as traffic grows: near-duplicate user turns form
 one group, each group goes wholly to one split, and within each stratum (the tools
 called, or the answer shape) groups are ordered by a hash of their first call id and
-dealt out in the configured proportions.
+dealt out in the configured proportions; strata too small to split (fewer than 3 groups)
+are pooled and dealt together, so a cluster of rarely repeated functions still has a test split.
 """
 
 from __future__ import annotations
@@ -109,12 +110,22 @@ def _stable_hash(text: str) -> int:
 
 def assign_splits(strata: list[str], groups: list[str], validation: float, test: float) -> list[Split]:
     """Deal near-duplicate groups to splits per stratum, in hash order, hitting the fractions as closely as
-    whole groups allow; a stratum with fewer than 3 groups goes to train only."""
+    whole groups allow.
+
+    A stratum of fewer than 3 groups cannot be split on its own; such strata are pooled and the pool is dealt
+    like one stratum. Without the pool, a cluster whose calls each use their own function (a tool suite, or
+    public benchmarks where every question offers its own tool) would hold out nothing at all. Only a pool of
+    fewer than 3 groups goes to train whole."""
     members: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, (stratum, group) in enumerate(zip(strata, groups)):
         members[stratum][group].append(index)
+    pooled: dict[str, list[int]] = defaultdict(list)
+    for stratum in [s for s, by_group in members.items() if len(by_group) < 3]:
+        for group, indices in members.pop(stratum).items():
+            pooled[group].extend(indices)
+    members[None] = pooled  # type: ignore[index]  # the pool of small strata (a key no stratum can have)
     splits: list[Split] = ["train"] * len(strata)
-    for stratum, by_group in members.items():
+    for by_group in members.values():
         ordered = sorted(by_group, key=lambda g: (_stable_hash(g), g))
         if len(ordered) < 3:
             continue
