@@ -16,6 +16,11 @@ For each: calls stored per second (from the first request until the last row is 
 and the ratio. The outage part runs the receiver on a private Postgres server (initdb in a temporary folder: the
 shared server is never touched), stops that server while spans keep arriving, starts it again, and checks that
 every span sent is stored once (the call log spools and replays, as for proxied calls).
+
+Where the CPU goes: for each path, the CPU seconds (user + system) that the gateway's processes, the fake
+upstream, the Postgres server's processes and this process (the load-generating clients) spent, and what the
+rest of the machine spent, over the same wall time, as cores busy. On a machine whose cores are all busy the
+receiver's rate is bounded by its own share, not by its code.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import orjson
+import psutil
 import sqlalchemy as sa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
@@ -158,6 +164,47 @@ def wait_stored(url: str, source: str, expected: int, timeout: float = 300) -> f
     return time.perf_counter() - started
 
 
+class CpuMeter:
+    """CPU seconds spent by each party of the benchmark between `start()` and `stop()`, read from the kernel."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.before: dict[str, float] = {}
+
+    def _parties(self) -> dict[str, float]:
+        def seconds(processes: list[psutil.Process]) -> float:
+            total = 0.0
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                total += times.user + times.system + times.children_user + times.children_system
+            return total
+
+        def tree(pid: int) -> list[psutil.Process]:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+
+        postgres = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+        parties = {"gateway": seconds(tree(self.gateway.process.pid)),
+                   "fake upstream": seconds(tree(self.gateway.upstream.pid)),
+                   "postgres": seconds(postgres), "clients (this process)": seconds([psutil.Process()])}
+        machine = psutil.cpu_times()
+        parties["whole machine"] = machine.user + machine.nice + machine.system + machine.irq + machine.softirq
+        return parties
+
+    def start(self) -> None:
+        self.before, self.started = self._parties(), time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        """Cores busy per party (CPU seconds / wall seconds), with the rest of the machine as 'other'."""
+        after, wall = self._parties(), time.perf_counter() - self.started
+        busy = {k: (after[k] - self.before[k]) / wall for k in after}
+        busy["other"] = busy.pop("whole machine") - sum(busy.values())
+        return busy
+
+
 def run(coroutine):  # noqa: ANN001, ANN201
     import uvloop
 
@@ -167,6 +214,8 @@ def run(coroutine):  # noqa: ANN001, ANN201
 def throughput(gateway: Gateway, seconds: float, spans_per_request: int, clients: int) -> dict[str, float]:
     count = max(clients * 4, int(seconds * 40))
     bodies, _ = trace_bodies(count, spans_per_request)
+    meter = CpuMeter(gateway)
+    meter.start()
     started = time.perf_counter()
     _, errors, _, sent = run(closed_loop(f"{gateway.url}/v1/traces", gateway.headers("application/x-protobuf"),
                                          bodies, clients, seconds))
@@ -175,8 +224,10 @@ def throughput(gateway: Gateway, seconds: float, spans_per_request: int, clients
     spans = sent * spans_per_request
     wait_stored(gateway.store_url, "otlp", spans)
     traces_s = time.perf_counter() - started
+    traces_cpu = meter.stop()
 
     proxied_before = stored(gateway.store_url, "gateway")
+    meter.start()
     started = time.perf_counter()
     _, proxy_errors, _, calls = run(closed_loop(f"{gateway.url}/v1/chat/completions",
                                                 gateway.headers("application/json"), requests(200), clients * 4,
@@ -184,7 +235,8 @@ def throughput(gateway: Gateway, seconds: float, spans_per_request: int, clients
     wait_stored(gateway.store_url, "gateway", proxied_before + calls)
     proxy_s = time.perf_counter() - started
     return {"spans": spans, "span_rate": spans / traces_s, "trace_errors": errors, "calls": calls,
-            "call_rate": calls / proxy_s, "proxy_errors": proxy_errors}
+            "call_rate": calls / proxy_s, "proxy_errors": proxy_errors, "traces_cpu": traces_cpu,
+            "proxy_cpu": meter.stop()}
 
 
 def outage(work: Path, spans_per_request: int) -> dict[str, int | float]:
@@ -253,6 +305,11 @@ def main() -> None:
           f"{result['proxy_errors']:>8}")
     print(f"ratio spans/s : proxied calls/s = {result['span_rate'] / result['call_rate']:.1f}x; "
           f"target >= 5,000 spans/s: {'met' if result['span_rate'] >= 5000 else 'NOT met'}")
+    print(f"\ncores busy over each path's wall time ({os.cpu_count()} on this machine):")
+    print(f"{'party':<24}{'OTLP':>8}{'proxy':>8}")
+    for party in result["traces_cpu"]:
+        print(f"{party:<24}{result['traces_cpu'][party]:>8.2f}{result['proxy_cpu'][party]:>8.2f}")
+    print(f"{'all':<24}{sum(result['traces_cpu'].values()):>8.2f}{sum(result['proxy_cpu'].values()):>8.2f}")
     ok = result["trace_errors"] == 0 and result["proxy_errors"] == 0
     if not args.no_outage:
         lost = outage(work, args.spans_per_request)

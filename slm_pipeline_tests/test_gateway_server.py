@@ -71,3 +71,57 @@ def test_the_upstream_key_comes_from_the_environment_and_never_from_agents(monke
     config = GatewayConfig()
     assert config.upstream_headers()["authorization"] == "Bearer sk-gateway"
     assert "sk-gateway" not in repr(config)  # a secret: hidden in reprs and logs
+
+
+def _listening_sockets(port: int) -> int:
+    """LISTEN sockets on `port` (IPv4 and IPv6), from the kernel's tables."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                local, state = row.split()[1], row.split()[3]
+                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+def test_workers_listen_on_their_own_sockets_and_a_replaced_worker_leaves_no_dead_socket(embedded_home: Path,
+                                                                                        fake_upstream: str):
+    port = free_port()
+    env = {**os.environ, "SLM_PIPELINE_ENCRYPTION_KEYS": new_key("k1")}
+    process = subprocess.Popen([SCRIPT, "gateway", "--upstream", fake_upstream, "--port", str(port), "--workers",
+                                "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/healthz"
+
+    def workers_answering(expected: int) -> set[int]:
+        """The workers that answer new connections (each request on a connection of its own)."""
+        seen: set[int] = set()
+        deadline = time.monotonic() + 90
+        while len(seen) < expected:
+            assert process.poll() is None and time.monotonic() < deadline, (seen, process.stdout.read())
+            try:
+                seen.add(httpx.get(url, timeout=5).json()["worker"])
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        return seen
+
+    try:
+        first = workers_answering(2)
+        # One socket per worker: the kernel spreads connections over them (uvicorn's shared socket let one
+        # worker take every connection of a busy client).
+        assert _listening_sockets(port) == 2
+        os.kill(min(first), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            answering = workers_answering(2)
+            if min(first) not in answering:
+                break
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+        assert answering & first == first - {min(first)}
+        assert _listening_sockets(port) == 2  # the killed worker's socket is closed, not left queueing
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import itertools
 import logging
+import os
 import secrets
 import time
 from collections import Counter
@@ -505,7 +506,7 @@ def create_app(config: GatewayConfig, keys: KeyCache, call_log: CallLog, router:
         stats = call_log.stats
         return {"status": "ok", "store": "up" if stats.store_up else "down", "queued": call_log.queued,
                 "spooled": stats.spooled, "replayed": stats.replayed, "last_store_error": stats.last_error,
-                "routing_table_version": router.version if router is not None else None}
+                "routing_table_version": router.version if router is not None else None, "worker": os.getpid()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:

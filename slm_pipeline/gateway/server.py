@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from slm_pipeline.core.crypto import KEYS_ENV, KeyRing
 from slm_pipeline.core.store import LogStore
@@ -48,6 +50,39 @@ def app_from_environment() -> FastAPI:
     return build_app(GatewayConfig())
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket of its own for one worker: with SO_REUSEPORT the kernel spreads new connections over
+    the workers' sockets by their addresses. (uvicorn's workers share one socket, and every keep-alive connection
+    of a busy client can end up on the same worker, which then does all the work: benchmarks/RESULTS.md.)"""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class SocketPerWorker(Multiprocess):
+    """uvicorn's worker supervisor (health checks, restarts, signals), each worker on its own SO_REUSEPORT
+    socket. uvicorn hands `self.sockets` to every worker it starts, first or replacement, so each read of it
+    binds a new socket; the parent's copy closes with the worker's `Process` when it is replaced."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config, sockets=[])
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [reuse_port_socket(self.config.host, self.config.port)]
+
+    @sockets.setter
+    def sockets(self, value: list[socket.socket]) -> None:
+        pass  # the base class's empty list: every worker binds its own
+
+
 def serve(app: FastAPI | None, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1,
           access_log: bool = False, log_level: str = "info") -> None:
     """Run the gateway. With `workers` > 1, each worker process builds its own app from the
@@ -60,6 +95,8 @@ def serve(app: FastAPI | None, host: str = "127.0.0.1", port: int = 8080, *, wor
     options = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "access_log": access_log,
                "log_level": log_level, "timeout_graceful_shutdown": 30, "proxy_headers": False}
     if workers > 1:
-        uvicorn.run("slm_pipeline.gateway.server:app_from_environment", factory=True, workers=workers, **options)
+        reuse_port_socket(host, port).close()  # a port taken by another program fails here, before any worker
+        SocketPerWorker(uvicorn.Config("slm_pipeline.gateway.server:app_from_environment", factory=True,
+                                       workers=workers, **options)).run()
     else:
         uvicorn.run(app, **options)
