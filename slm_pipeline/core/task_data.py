@@ -119,13 +119,14 @@ def assign_splits(strata: list[str], groups: list[str], validation: float, test:
     members: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, (stratum, group) in enumerate(zip(strata, groups)):
         members[stratum][group].append(index)
-    pooled: dict[str, list[int]] = defaultdict(list)
-    for stratum in [s for s, by_group in members.items() if len(by_group) < 3]:
-        for group, indices in members.pop(stratum).items():
-            pooled[group].extend(indices)
-    members[None] = pooled  # type: ignore[index]  # the pool of small strata (a key no stratum can have)
-    splits: list[Split] = ["train"] * len(strata)
+    dealt = [by_group for by_group in members.values() if len(by_group) >= 3]
+    pooled: dict[str, list[int]] = defaultdict(list)  # the strata too small to split, as one
     for by_group in members.values():
+        if len(by_group) < 3:
+            for group, indices in by_group.items():
+                pooled[group].extend(indices)
+    splits: list[Split] = ["train"] * len(strata)
+    for by_group in [*dealt, pooled]:
         ordered = sorted(by_group, key=lambda g: (_stable_hash(g), g))
         if len(ordered) < 3:
             continue
