@@ -1,10 +1,10 @@
 """Throughput of the gateway's OTLP trace receiver (POST /v1/traces) into Postgres, beside the proxy's logging
 rate, and an outage of the log store that loses nothing.
 
-    python benchmarks/trace_receiver.py [--seconds 20] [--spans-per-request 256] [--clients 4] [--workers 1]
+    python benchmarks/trace_receiver.py [--seconds 20] [--spans-per-request 256] [--clients 16] [--workers 2]
         [--no-outage]
 
-Starts the fake upstream and the real `slm-pipeline gateway` (one worker, payloads encrypted) on a throw-away
+Starts the fake upstream and the real `slm-pipeline gateway` (`--workers` processes, payloads encrypted) on a throw-away
 Postgres database of the local server. Then, for `--seconds` each, closed loops of `--clients` clients send
 
 1. OTLP/HTTP protobuf requests (gzip, as the OTLP exporter sends them) of `--spans-per-request` LLM spans in the
@@ -283,8 +283,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--spans-per-request", type=int, default=256)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--clients", type=int, default=16, help="connections (the kernel spreads them over the workers)")
+    parser.add_argument("--workers", type=int, default=2, help="gateway worker processes (one per core of this machine)")
     parser.add_argument("--no-outage", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="slm_bench_traces_"))
