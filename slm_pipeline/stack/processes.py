@@ -79,7 +79,11 @@ def start(name: str, command: list[str], env: dict[str, str], log: Path, cwd: Pa
     # Return once the command itself runs: a SIGTERM that reached the shim while it still ignored it (as
     # inherited) would be lost, and the service would not stop.
     deadline = time.monotonic() + 30
-    while process.poll() is None and _in_shim(process.pid) and time.monotonic() < deadline:
+    while process.poll() is None and _in_shim(process.pid):
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{name}: the start shim did not exec {command[0]!r} within 30 s (killed); "
+                               f"see {log}, and check the machine's load")
         time.sleep(0.01)
     return ProcessRecord(name, process.pid, _start_ticks(process.pid), command, str(log))
 
