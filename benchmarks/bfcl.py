@@ -17,12 +17,18 @@ to JSON Schema's) and the teacher's response, whose tool calls take the first ac
 each argument from BFCL's `possible_answer` (an argument whose first acceptable value is "absent"
 is left out). An `irrelevance` question, which no offered function answers, gets a plain text
 answer. No other package of this project is needed here (issues 18 and 19 reuse it).
+
+`possible_answers()` and `acceptable()` score a model's calls as BFCL's AST checker does, where the
+teacher's answer above is only one of the accepted ones: any acceptable value of each argument,
+strings compared without case, spaces or punctuation, an integer where a float is expected, an
+optional argument left out, parallel calls in any order.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -107,17 +113,22 @@ def tools_of(functions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             for f in functions]
 
 
+def _first_values(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Each argument at its first acceptable value; a nested object's keys likewise (BFCL writes an object's
+    acceptable values as an object of lists)."""
+    chosen = {}
+    for key, accepted in arguments.items():
+        accepted = accepted if isinstance(accepted, list) else [accepted]  # a few nested values are bare
+        if accepted and accepted[0] != "":  # "" first: the argument may be left out
+            first = accepted[0]
+            chosen[key] = _first_values(first) if isinstance(first, dict) else first
+    return chosen
+
+
 def first_acceptable(ground_truth: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """(function, arguments) of the expected calls, each argument at its first acceptable value."""
-    calls = []
-    for expected in ground_truth:
-        for function, arguments in expected.items():
-            chosen = {}
-            for key, acceptable in arguments.items():
-                if acceptable and acceptable[0] != "":  # "" first: the argument may be left out
-                    chosen[key] = acceptable[0]
-            calls.append((function, chosen))
-    return calls
+    return [(function, _first_values(arguments)) for expected in ground_truth
+            for function, arguments in expected.items()]
 
 
 def to_record(entry: dict[str, Any], ground_truth: list[dict[str, Any]] | None, agent_id: str,
@@ -158,6 +169,68 @@ def bfcl_records(categories: Iterable[str] = CATEGORIES, cache_dir: Path = DEFAU
             records.append(to_record(entry, truth if category != "irrelevance" else None,
                                      agent_id or f"bfcl-{category}", when))
     return records
+
+
+def possible_answers(categories: Iterable[str] = CATEGORIES, cache_dir: Path = DEFAULT_CACHE,
+                     version: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """BFCL's ground truth (every acceptable value of every argument) by this project's call id."""
+    wheel = download_wheel(cache_dir, version)
+    return {f"bfcl-{entry['id']}": truth for category in categories if category != "irrelevance"
+            for entry, truth in load_category(wheel, category) if truth}
+
+
+def _standard(value: Any) -> Any:
+    """A value as BFCL's checker compares it: strings without spaces, punctuation or case; numbers as floats."""
+    if isinstance(value, str):
+        return re.sub(r"[ ,./\-_*^]", "", value).lower().replace("'", '"')
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_standard(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _standard(v) for k, v in value.items()}
+    return value
+
+
+def _value_ok(value: Any, accepted: list[Any]) -> bool:
+    for option in accepted:
+        if isinstance(option, dict) and isinstance(value, dict):
+            if _arguments_ok(value, option):  # a nested object: each key has its own acceptable values
+                return True
+        elif option != "" and _standard(value) == _standard(option):
+            return True
+    return False
+
+
+def _arguments_ok(arguments: dict[str, Any], expected: dict[str, list[Any]]) -> bool:
+    if any(key not in expected for key in arguments):
+        return False  # an argument the answer has no place for
+    for key, accepted in expected.items():
+        accepted = accepted if isinstance(accepted, list) else [accepted]
+        if key not in arguments:
+            if "" not in accepted:
+                return False  # a required argument left out
+        elif not _value_ok(arguments[key], accepted):
+            return False
+    return True
+
+
+def acceptable(calls: list[tuple[str, dict[str, Any]]], ground_truth: list[dict[str, Any]]) -> bool:
+    """Whether the (function, arguments) calls answer a question as BFCL accepts: one call per expected call,
+    in any order, each with acceptable values."""
+    expected = [(tool_name(name), arguments) for entry in ground_truth for name, arguments in entry.items()]
+    if len(calls) != len(expected):
+        return False
+    left = list(expected)
+    for name, arguments in calls:
+        match = next((i for i, (want, args) in enumerate(left)
+                      if want == name and isinstance(arguments, dict) and _arguments_ok(arguments, args)), None)
+        if match is None:
+            return False
+        left.pop(match)
+    return True
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> Path:

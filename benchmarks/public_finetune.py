@@ -11,6 +11,10 @@ measurement); each category with at least --min-examples questions gets a task d
 
 Printed per category: function-name and name+arguments accuracy of both, training wall time and
 tokens/s, and the size-weighted totals (target: >= 0.80 name+arguments on the trained categories).
+Name+arguments is scored two ways: `exact`, equal to the teacher's answer (BFCL's first acceptable
+value of each argument; what S6's promotion rule compares), and `bfcl`, accepted by BFCL's own
+rules (any acceptable value, optional arguments left out, bfcl.acceptable). The model outputs are
+saved beside the adapters (outputs-*.json) for a later look.
 With --speed, the largest category is also trained for --speed-steps steps four ways (full vs
 compact prompt, packing on vs off), tokens/s and wall time side by side, compact+packing = 1.00.
 
@@ -35,12 +39,13 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from slm_pipeline.core.evaluate import evaluate  # noqa: E402
+from slm_pipeline.core.evaluate import generate, render_prompt  # noqa: E402
 from slm_pipeline.core.models.catalogue import availability, load_catalogue  # noqa: E402
 from slm_pipeline.core.models.loading import load_model, weights_folder  # noqa: E402
 from slm_pipeline.core.settings import Settings  # noqa: E402
 from slm_pipeline.core.task_data import DatasetConfig, build_task_dataset  # noqa: E402
 from slm_pipeline.core.train.config import TrainConfig, TrainSpec  # noqa: E402
+from slm_pipeline.core.toolcalls import parse_answer, score_answer  # noqa: E402
 from slm_pipeline.core.train.launch import training_command  # noqa: E402
 
 
@@ -72,6 +77,42 @@ def train(folder: Path, dataset: pl.DataFrame, out: Path, config: TrainConfig, e
     return json.loads((out / "report.json").read_text()), wall
 
 
+def score(model, tokenizer, test: pl.DataFrame, truth: dict[str, list[dict]], saved: Path) -> dict[str, float]:
+    """Name, exact (the teacher's answer) and BFCL-acceptable name+arguments accuracy on `test`; the outputs
+    are written to `saved`."""
+    from bfcl import acceptable
+
+    prompts = [render_prompt(tokenizer, json.loads(m)) for m in test["messages"]]
+    longest = max(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in test["completion"])
+    started = time.perf_counter()
+    texts = generate(model, tokenizer, prompts, max_new_tokens=int(longest * 1.5) + 8)
+    seconds = time.perf_counter() - started
+    names = exact = accepted = 0
+    outputs = []
+    for row, text in zip(test.iter_rows(named=True), texts):
+        got = parse_answer(text, row["answer_kind"])
+        verdict = score_answer(got, parse_answer(row["completion"], row["answer_kind"]))
+        ok = acceptable([(c.name, c.arguments) for c in got.tool_calls], truth[row["call_id"]])
+        names, exact, accepted = names + verdict.name_match, exact + verdict.exact_match, accepted + ok
+        outputs.append({"call_id": row["call_id"], "expected": row["completion"], "got": text,
+                        "name": verdict.name_match, "exact": verdict.exact_match, "bfcl": ok})
+    saved.write_text(json.dumps(outputs, indent=1))
+    n = test.height
+    return {"name": names / n, "exact": exact / n, "bfcl": accepted / n, "seconds": seconds}
+
+
+def check_teacher_acceptable(datasets: list, truth: dict[str, list[dict]]) -> None:
+    """The `bfcl` score must give the teacher's own answers 1.0, or it measures nothing."""
+    from bfcl import acceptable
+
+    for dataset in datasets:
+        for row in dataset.examples.iter_rows(named=True):
+            calls = [(c.name, c.arguments) for c in parse_answer(row["completion"], row["answer_kind"]).tool_calls]
+            if not acceptable(calls, truth[row["call_id"]]):
+                raise SystemExit(f"{row['call_id']}: the teacher's answer {row['completion']!r} is not acceptable "
+                                 "to bfcl.acceptable; fix the loader or the checker before trusting the scores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--categories", nargs="*", default=None, help="BFCL categories (default: non-live, "
@@ -84,41 +125,53 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="also measure full/compact x packing on/off")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--speed-steps", type=int, default=10)
+    parser.add_argument("--no-zero-shot", action="store_true", help="skip the base model's pass (minutes: it "
+                        "generates to its token limit)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slm_bench_public")
     args = parser.parse_args()
     folder = weights_folder(availability(load_catalogue().get("smollm2-135m-instruct")), Settings().model_cache_dir)
     groups = {k: v for k, v in category_calls(args.categories).items() if v.height >= args.min_examples}
     config = DatasetConfig(max_examples=args.max_examples, test_fraction=args.test_fraction, min_examples=1)
     if not args.speed_only:
+        from bfcl import possible_answers
+
+        truth = possible_answers(list(groups))
         base, tokenizer = load_model(folder)
-        print(f"{'category':<20} {'n':>4} {'test':>4} | {'zero name':>9} {'name+args':>9} | {'tuned name':>10} "
-              f"{'name+args':>9} | {'train s':>7} {'tok/s':>6}", flush=True)
+        print(f"{'category':<20} {'n':>4} {'test':>4} | {'zero name':>9} {'exact':>6} {'bfcl':>6} | "
+              f"{'tuned name':>10} {'exact':>6} {'bfcl':>6} | {'train s':>7} {'tok/s':>6}", flush=True)
         rows = []
         for name, calls in sorted(groups.items()):
             dataset = build_task_dataset("bfcl", name, name.replace("_", " "), calls,
                                          replace(config, prompt_form=args.form))
             if dataset.status != "ready":
                 raise SystemExit(f"{name}: the task dataset is not ready ({dataset.reason})")
+            check_teacher_acceptable([dataset], truth)
             test = dataset.split("test")
-            zero = evaluate(base, tokenizer, test)
-            report, wall = train(folder, dataset.examples, args.work / f"{name}-{args.form}-{args.epochs}",
-                                 TrainConfig(epochs=args.epochs, eval_steps=10_000, save_steps=10_000), True)
+            out = args.work / f"{name}-{args.form}-{args.epochs}"
+            out.mkdir(parents=True, exist_ok=True)
+            zero = ({"name": float("nan"), "exact": float("nan"), "bfcl": float("nan")} if args.no_zero_shot
+                    else score(base, tokenizer, test, truth, out / "outputs-zero-shot.json"))
+            report, wall = train(folder, dataset.examples, out, TrainConfig(epochs=args.epochs, eval_steps=10_000,
+                                                                            save_steps=10_000), False)
+            tuned_model, tuned_tokenizer = load_model(folder, adapter=Path(report["adapter"]))
+            tuned = score(tuned_model, tuned_tokenizer, test, truth, out / "outputs-fine-tuned.json")
             rows.append({"category": name, "examples": dataset.examples.height, "test": test.height,
-                         "zero_name": zero.name_acc, "zero_exact": zero.exact_acc,
-                         "tuned_name": report["test_name_acc"], "tuned_exact": report["test_exact_acc"],
+                         **{f"zero_{k}": v for k, v in zero.items()}, **{f"tuned_{k}": v for k, v in tuned.items()},
                          "train_s": wall, "tokens_per_s": report["tokens_per_second"],
-                         "fitting": report.get("fitting")})
+                         "fitting": report.get("fitting"), "first_loss": report.get("first_train_loss"),
+                         "final_loss": report.get("final_train_loss")})
             r = rows[-1]
-            print(f"{name:<20} {r['examples']:>4} {r['test']:>4} | {r['zero_name']:>9.3f} {r['zero_exact']:>9.3f} | "
-                  f"{r['tuned_name']:>10.3f} {r['tuned_exact']:>9.3f} | {wall:>7.0f} {r['tokens_per_s']:>6.0f}",
-                  flush=True)
+            print(f"{name:<20} {r['examples']:>4} {r['test']:>4} | {r['zero_name']:>9.3f} {r['zero_exact']:>6.3f} "
+                  f"{r['zero_bfcl']:>6.3f} | {r['tuned_name']:>10.3f} {r['tuned_exact']:>6.3f} "
+                  f"{r['tuned_bfcl']:>6.3f} | {wall:>7.0f} {r['tokens_per_s']:>6.0f}", flush=True)
         tested = sum(r["test"] for r in rows)
         if tested:
-            weighted = {k: sum(r[k] * r["test"] for r in rows) / tested
-                        for k in ("zero_name", "zero_exact", "tuned_name", "tuned_exact")}
-            print(f"{'size-weighted':<20} {'':>4} {tested:>4} | {weighted['zero_name']:>9.3f} "
-                  f"{weighted['zero_exact']:>9.3f} | {weighted['tuned_name']:>10.3f} {weighted['tuned_exact']:>9.3f}")
-        (args.work / "quality.json").write_text(json.dumps(rows, indent=2))
+            keys = [f"{m}_{k}" for m in ("zero", "tuned") for k in ("name", "exact", "bfcl")]
+            w = {k: sum(r[k] * r["test"] for r in rows) / tested for k in keys}
+            print(f"{'size-weighted':<20} {'':>4} {tested:>4} | {w['zero_name']:>9.3f} {w['zero_exact']:>6.3f} "
+                  f"{w['zero_bfcl']:>6.3f} | {w['tuned_name']:>10.3f} {w['tuned_exact']:>6.3f} "
+                  f"{w['tuned_bfcl']:>6.3f}")
+        (args.work / f"quality-{args.form}.json").write_text(json.dumps(rows, indent=2))
     if args.speed or args.speed_only:
         name, calls = max(groups.items(), key=lambda kv: kv[1].height)
         print(f"\nspeed on {name}: {args.speed_steps} steps each, batch 4, max_length from the data", flush=True)

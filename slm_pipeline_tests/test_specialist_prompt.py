@@ -85,3 +85,17 @@ def test_the_compact_form_is_shorter_and_keeps_the_tools_and_the_conversation(to
     assert len(listed.system(request).splitlines()) == 1 + len(tools)  # none of its tools offered: all offered
     with pytest.raises(ValueError, match="not one of compact, full"):
         SpecialistPrompt("short")  # type: ignore[arg-type]
+
+
+def test_the_compact_signature_shows_the_defaults_the_teacher_fills_in():
+    """BFCL's teacher fills `units` with 'cm' because the description says so; a signature without it hides why."""
+    tool = {"type": "function", "function": {"name": "circumference", "description": "Circumference of a circle.",
+                                             "parameters": {"type": "object", "required": ["radius"], "properties": {
+                                                 "radius": {"type": "integer", "description": "Default is 1."},
+                                                 "units": {"type": "string", "description": "Units. Default is 'cm'."},
+                                                 "exact": {"type": "boolean", "default": False},
+                                                 "near": {"type": "string",
+                                                          "description": "Defaults to the user's location."},
+                                                 "limit": {"type": "integer", "description": "Defaults to 10"}}}}}
+    assert tool_line(tool) == ("circumference(radius: integer, units?: string = cm, exact?: boolean = false, "
+                               "near?: string, limit?: integer = 10) - Circumference of a circle.")

@@ -3,9 +3,9 @@
 Two forms, recorded in the cluster's dataset (`dataset.json` `prompt_form`) and in its route:
 
   compact  a short task instruction (the task, the answer's shape, and the tools the request
-           offers among those the cluster calls, as signatures `name(arg: type, ...)` with the
-           first sentence of each description), then the conversation after the agent's system
-           prompt, tool results marked `Tool result:`.
+           offers among those the cluster calls, as signatures `name(arg: type, opt?: type = default)`
+           with the first sentence of each description), then the conversation after the agent's
+           system prompt, tool results marked `Tool result:`.
            A specialised SLM does not need the agent's whole system prompt or JSON schemas:
            the gateway routes only this task's calls to it.
   full     the agent's request as sent: its system prompt and its tools' JSON schemas, then
@@ -38,8 +38,22 @@ def first_sentence(text: str, limit: int = 160) -> str:
     return sentence if len(sentence) <= limit else sentence[:limit - 1].rstrip() + "…"
 
 
+# "Default is 'cm'.", "Defaults to 10", "default: true": a short value stated as the default, and nothing after it
+_STATED_DEFAULT = re.compile(r"\bdefaults?(?: value)?(?: is| to|:)\s+(?:'([^']{1,30})'|\"([^\"]{1,30})\"|"
+                             r"([\w.+-]{1,30}))\s*(?:[.;,)]|$)", re.IGNORECASE)
+
+
+def stated_default(spec: dict[str, Any]) -> str | None:
+    """An optional argument's default: the schema's `default`, or a short value its description states as one.
+    The teacher fills such arguments with their defaults; a compact prompt that hid them would hide why."""
+    if "default" in spec:
+        return json.dumps(spec["default"], ensure_ascii=False)
+    match = _STATED_DEFAULT.search(str(spec.get("description") or ""))
+    return next((group for group in match.groups() if group), None) if match else None
+
+
 def tool_signature(tool: dict[str, Any]) -> str:
-    """`name(arg: type, optional?: type, choice: "a"|"b")`: a tool in a few tokens."""
+    """`name(arg: type, optional?: type = default, choice: "a"|"b")`: a tool in a few tokens."""
     function = tool.get("function") or {}
     parameters = function.get("parameters") or {}
     required = set(parameters.get("required") or [])
@@ -47,7 +61,8 @@ def tool_signature(tool: dict[str, Any]) -> str:
     for name, spec in (parameters.get("properties") or {}).items():
         spec = spec if isinstance(spec, dict) else {}
         kind = "|".join(json.dumps(v) for v in spec["enum"]) if spec.get("enum") else spec.get("type", "any")
-        args.append(f"{name}{'' if name in required else '?'}: {kind}")
+        default = None if name in required else stated_default(spec)
+        args.append(f"{name}{'' if name in required else '?'}: {kind}" + (f" = {default}" if default else ""))
     return f"{function.get('name')}({', '.join(args)})"
 
 
