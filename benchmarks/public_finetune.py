@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="also measure full/compact x packing on/off")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--speed-steps", type=int, default=10)
+    parser.add_argument("--train", default="{}", help='TrainConfig fields as JSON, e.g. \'{"method": "full", '
+                        '"learning_rate": 5e-5}\' (default: the defaults)')
     parser.add_argument("--no-zero-shot", action="store_true", help="skip the base model's pass (minutes: it "
                         "generates to its token limit)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slm_bench_public")
@@ -136,6 +138,9 @@ def main() -> None:
         from bfcl import possible_answers
 
         truth = possible_answers(list(groups))
+        extra = json.loads(args.train)
+        train_config = TrainConfig(**{"epochs": args.epochs, "eval_steps": 10_000, "save_steps": 10_000, **extra})
+        tag = f"{args.form}-{args.epochs}" + "".join(f"-{k}={v}" for k, v in extra.items())
         base, tokenizer = load_model(folder)
         print(f"{'category':<20} {'n':>4} {'test':>4} | {'zero name':>9} {'exact':>6} {'bfcl':>6} | "
               f"{'tuned name':>10} {'exact':>6} {'bfcl':>6} | {'train s':>7} {'tok/s':>6}", flush=True)
@@ -147,13 +152,13 @@ def main() -> None:
                 raise SystemExit(f"{name}: the task dataset is not ready ({dataset.reason})")
             check_teacher_acceptable([dataset], truth)
             test = dataset.split("test")
-            out = args.work / f"{name}-{args.form}-{args.epochs}"
+            out = args.work / f"{name}-{tag}"
             out.mkdir(parents=True, exist_ok=True)
             zero = ({"name": float("nan"), "exact": float("nan"), "bfcl": float("nan")} if args.no_zero_shot
                     else score(base, tokenizer, test, truth, out / "outputs-zero-shot.json"))
-            report, wall = train(folder, dataset.examples, out, TrainConfig(epochs=args.epochs, eval_steps=10_000,
-                                                                            save_steps=10_000), False)
-            tuned_model, tuned_tokenizer = load_model(folder, adapter=Path(report["adapter"]))
+            report, wall = train(folder, dataset.examples, out, train_config, False)
+            tuned_model, tuned_tokenizer = (load_model(folder, adapter=Path(report["adapter"]))
+                                            if train_config.method != "full" else load_model(Path(report["adapter"])))
             tuned = score(tuned_model, tuned_tokenizer, test, truth, out / "outputs-fine-tuned.json")
             rows.append({"category": name, "examples": dataset.examples.height, "test": test.height,
                          **{f"zero_{k}": v for k, v in zero.items()}, **{f"tuned_{k}": v for k, v in tuned.items()},
@@ -171,7 +176,7 @@ def main() -> None:
             print(f"{'size-weighted':<20} {'':>4} {tested:>4} | {w['zero_name']:>9.3f} {w['zero_exact']:>6.3f} "
                   f"{w['zero_bfcl']:>6.3f} | {w['tuned_name']:>10.3f} {w['tuned_exact']:>6.3f} "
                   f"{w['tuned_bfcl']:>6.3f}")
-        (args.work / f"quality-{args.form}.json").write_text(json.dumps(rows, indent=2))
+        (args.work / f"quality-{tag}.json").write_text(json.dumps(rows, indent=2))
     if args.speed or args.speed_only:
         name, calls = max(groups.items(), key=lambda kv: kv[1].height)
         print(f"\nspeed on {name}: {args.speed_steps} steps each, batch 4, max_length from the data", flush=True)
