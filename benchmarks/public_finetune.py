@@ -92,7 +92,9 @@ def score(model, tokenizer, test: pl.DataFrame, truth: dict[str, list[dict]], sa
     for row, text in zip(test.iter_rows(named=True), texts):
         got = parse_answer(text, row["answer_kind"])
         verdict = score_answer(got, parse_answer(row["completion"], row["answer_kind"]))
-        ok = acceptable([(c.name, c.arguments) for c in got.tool_calls], truth[row["call_id"]])
+        expected = truth.get(row["call_id"])  # none: an irrelevance question, answered right by calling nothing
+        ok = (acceptable([(c.name, c.arguments) for c in got.tool_calls], expected) if expected
+              else got.kind == "text")
         names, exact, accepted = names + verdict.name_match, exact + verdict.exact_match, accepted + ok
         outputs.append({"call_id": row["call_id"], "expected": row["completion"], "got": text,
                         "name": verdict.name_match, "exact": verdict.exact_match, "bfcl": ok})
@@ -101,12 +103,12 @@ def score(model, tokenizer, test: pl.DataFrame, truth: dict[str, list[dict]], sa
     return {"name": names / n, "exact": exact / n, "bfcl": accepted / n, "seconds": seconds}
 
 
-def check_teacher_acceptable(datasets: list, truth: dict[str, list[dict]]) -> None:
+def check_teacher_acceptable(examples: pl.DataFrame, truth: dict[str, list[dict]]) -> None:
     """The `bfcl` score must give the teacher's own answers 1.0, or it measures nothing."""
     from bfcl import acceptable
 
-    for dataset in datasets:
-        for row in dataset.examples.iter_rows(named=True):
+    for row in examples.iter_rows(named=True):
+        if row["call_id"] in truth:
             calls = [(c.name, c.arguments) for c in parse_answer(row["completion"], row["answer_kind"]).tool_calls]
             if not acceptable(calls, truth[row["call_id"]]):
                 raise SystemExit(f"{row['call_id']}: the teacher's answer {row['completion']!r} is not acceptable "
@@ -150,7 +152,7 @@ def main() -> None:
                                          replace(config, prompt_form=args.form))
             if dataset.status != "ready":
                 raise SystemExit(f"{name}: the task dataset is not ready ({dataset.reason})")
-            check_teacher_acceptable([dataset], truth)
+            check_teacher_acceptable(dataset.examples, truth)
             test = dataset.split("test")
             out = args.work / f"{name}-{tag}"
             out.mkdir(parents=True, exist_ok=True)
