@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from slm_pipeline.core.evaluate import generate, render_prompt  # noqa: E402
 from slm_pipeline.core.models.catalogue import availability, load_catalogue  # noqa: E402
-from slm_pipeline.core.models.loading import load_model, weights_folder  # noqa: E402
+from slm_pipeline.core.models.loading import ModelUnavailableError, load_model, weights_folder  # noqa: E402
 from slm_pipeline.core.settings import Settings  # noqa: E402
 from slm_pipeline.core.task_data import DatasetConfig, build_task_dataset  # noqa: E402
 from slm_pipeline.core.train.config import TrainConfig, TrainSpec  # noqa: E402
@@ -60,12 +60,22 @@ def category_calls(categories: list[str] | None) -> dict[str, pl.DataFrame]:
     return {k: pl.DataFrame(v) for k, v in rows.items()}
 
 
-def train(folder: Path, dataset: pl.DataFrame, out: Path, config: TrainConfig, evaluate_test: bool
-          ) -> tuple[dict, float]:
+def base_weights(name: str) -> Path:
+    """The weights folder of catalogue model `name`, or a message that says how to make it available."""
+    try:
+        return weights_folder(availability(load_catalogue().get(name)), Settings().model_cache_dir)
+    except KeyError as exc:
+        raise SystemExit(exc.args[0]) from None
+    except ModelUnavailableError as exc:  # its message says how to make the weights available
+        raise SystemExit(str(exc)) from None
+
+
+def train(folder: Path, dataset: pl.DataFrame, out: Path, config: TrainConfig, evaluate_test: bool,
+          base_model: str = "smollm2-135m-instruct") -> tuple[dict, float]:
     out.mkdir(parents=True, exist_ok=True)
     data = out / "dataset.parquet"
     dataset.write_parquet(data)
-    spec = TrainSpec(base_model="smollm2-135m-instruct", base_folder=str(folder), dataset=str(data),
+    spec = TrainSpec(base_model=base_model, base_folder=str(folder), dataset=str(data),
                      output_dir=str(out), config=config, evaluate_test=evaluate_test)
     (out / "spec.json").write_text(spec.model_dump_json())
     started = time.perf_counter()
@@ -131,9 +141,11 @@ def main() -> None:
                         '"learning_rate": 5e-5}\' (default: the defaults)')
     parser.add_argument("--no-zero-shot", action="store_true", help="skip the base model's pass (minutes: it "
                         "generates to its token limit)")
+    parser.add_argument("--base-model", default="smollm2-135m-instruct", help="catalogue entry to fine-tune "
+                        "(its weights must be on this machine: the embedded package, local_path or the HF cache)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slm_bench_public")
     args = parser.parse_args()
-    folder = weights_folder(availability(load_catalogue().get("smollm2-135m-instruct")), Settings().model_cache_dir)
+    folder = base_weights(args.base_model)
     groups = {k: v for k, v in category_calls(args.categories).items() if v.height >= args.min_examples}
     config = DatasetConfig(max_examples=args.max_examples, test_fraction=args.test_fraction, min_examples=1)
     if not args.speed_only:
@@ -142,7 +154,7 @@ def main() -> None:
         truth = possible_answers(list(groups))
         extra = json.loads(args.train)
         train_config = TrainConfig(**{"epochs": args.epochs, "eval_steps": 10_000, "save_steps": 10_000, **extra})
-        tag = f"{args.form}-{args.epochs}" + "".join(f"-{k}={v}" for k, v in extra.items())
+        tag = f"{args.base_model}-{args.form}-{args.epochs}" + "".join(f"-{k}={v}" for k, v in extra.items())
         base, tokenizer = load_model(folder)
         print(f"{'category':<20} {'n':>4} {'test':>4} | {'zero name':>9} {'exact':>6} {'bfcl':>6} | "
               f"{'tuned name':>10} {'exact':>6} {'bfcl':>6} | {'train s':>7} {'tok/s':>6}", flush=True)
@@ -158,7 +170,7 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             zero = ({"name": float("nan"), "exact": float("nan"), "bfcl": float("nan")} if args.no_zero_shot
                     else score(base, tokenizer, test, truth, out / "outputs-zero-shot.json"))
-            report, wall = train(folder, dataset.examples, out, train_config, False)
+            report, wall = train(folder, dataset.examples, out, train_config, False, args.base_model)
             tuned_model, tuned_tokenizer = (load_model(folder, adapter=Path(report["adapter"]))
                                             if train_config.method != "full" else load_model(Path(report["adapter"])))
             tuned = score(tuned_model, tuned_tokenizer, test, truth, out / "outputs-fine-tuned.json")
@@ -189,7 +201,7 @@ def main() -> None:
             for packing in (True, False):
                 report, wall = train(folder, dataset.examples, args.work / f"speed-{name}-{form}-{packing}",
                                      TrainConfig(max_steps=args.speed_steps, packing=packing, eval_steps=10_000,
-                                                 save_steps=10_000), False)
+                                                 save_steps=10_000), False, args.base_model)
                 results[(form, packing)] = (report, wall)
         ref = results[("compact", True)][0]["tokens_per_second"]
         print(f"{'prompt':<8} {'packing':<8} {'max_len':>7} {'tokens':>7} {'tok/s':>7} {'wall s':>7} "
