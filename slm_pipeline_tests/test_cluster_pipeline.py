@@ -42,11 +42,9 @@ def test_ids_stay_stable_across_runs_and_the_assigner_round_trips(curated_demo, 
     members, known = previous_clustering(lake, agent)
     again = cluster_agent(lake, agent, embedder)
     assert {e["event"] for e in again.events} == {"continued"}
-    # ids, strata and order are stable; `membership` (HDBSCAN's strength, a score) is not reproducible run to
-    # run: UMAP's spectral initialisation gives different layouts for the same input and random_state on this
-    # data (a graph of many components; measured 2026-12-07: up to 10 apart, with init="pca" or "random" 0.0),
-    # so it is only checked to stay a score until the reducer's init is changed (issue 18, noted there)
-    assert again.assignments.drop("membership").equals(first.assignments.drop("membership"))
+    # the same input clusters the same way, membership scores included (UMAP's spectral init moved them run to
+    # run on this data; the reducer now starts from PCA)
+    assert again.assignments.equals(first.assignments)
     assert again.assignments["membership"].is_between(0, 1).all()
     assert lake.read("task_cluster_events", agent).height == len(first.events) + len(again.events)
 

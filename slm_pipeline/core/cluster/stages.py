@@ -110,8 +110,11 @@ class UMAPReducer:
         warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
         neighbors = max(2, min(self.n_neighbors, len(vectors) - 1))
         components = min(self.n_components, max(1, len(vectors) - 2))
+        # init="pca", not UMAP's default spectral layout: on agent traffic (a neighbour graph of many components)
+        # the spectral init gave different layouts for the same input and random_state, so HDBSCAN's membership
+        # scores moved run to run; PCA's init is deterministic (issue 18, measured in RESULTS.md)
         model = umap.UMAP(n_components=components, n_neighbors=neighbors, min_dist=0.0, metric="cosine",
-                          random_state=self.seed, init="spectral" if len(vectors) > components + 1 else "random")
+                          random_state=self.seed, init="pca" if len(vectors) > components + 1 else "random")
         return model.fit_transform(vectors)
 
 
