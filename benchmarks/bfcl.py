@@ -184,9 +184,9 @@ def _standard(value: Any) -> Any:
     if isinstance(value, str):
         return re.sub(r"[ ,./\-_*^]", "", value).lower().replace("'", '"')
     if isinstance(value, bool) or value is None:
-        return value
+        return ("bool", value)  # not a number: True == 1.0 in Python, not in BFCL's type check
     if isinstance(value, (int, float)):
-        return float(value)
+        return ("number", float(value))
     if isinstance(value, (list, tuple)):
         return [_standard(v) for v in value]
     if isinstance(value, dict):
