@@ -34,9 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from slm_pipeline.core.cluster.pipeline import ClusteringConfig  # noqa: E402
 from slm_pipeline.core.demo.assistant import suite_of  # noqa: E402
 from slm_pipeline.core.evaluate import evaluate  # noqa: E402
-from slm_pipeline.core.models.catalogue import availability, load_catalogue  # noqa: E402
-from slm_pipeline.core.models.loading import load_model, weights_folder  # noqa: E402
-from slm_pipeline.core.settings import Settings  # noqa: E402
+from slm_pipeline.core.models.loading import load_model  # noqa: E402
 from slm_pipeline.core.task_data import DatasetConfig, build_task_dataset  # noqa: E402
 from slm_pipeline.core.train.config import TrainConfig  # noqa: E402
 
@@ -55,6 +53,7 @@ def trained(folder: Path, examples: pl.DataFrame, out: Path, config: TrainConfig
 
 def main() -> None:
     from clustering import curated_demo
+    from public_finetune import base_weights
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--assistant-calls", type=int, default=1300, help="demo records of the general assistant")
@@ -81,9 +80,9 @@ def main() -> None:
     by_function = {name: build_task_dataset("general-assistant", name, name, group, config)
                    for (name,), group in calls.group_by("function")}
     ready = [n for n, d in by_function.items() if d.status == "ready"]
+    sizes = calls["function"].value_counts()["count"]
     print(f"suite {suite!r}: {calls.height} curated calls, {len(by_function)} functions "
-          f"({min(g.height for g in calls.partition_by('function'))}-"
-          f"{max(g.height for g in calls.partition_by('function'))} calls each); dataset minimum {minimum}")
+          f"({sizes.min()}-{sizes.max()} calls each); dataset minimum {minimum}")
     print(f"{'granularity':<12} {'clusters':>8} {'trainable':>9} {'calls in trainable':>18}")
     print(f"{'suite':<12} {1:>8} {int(suite_data.status == 'ready'):>9} "
           f"{(calls.height if suite_data.status == 'ready' else 0) / calls.height:>18.1%}")
@@ -92,7 +91,7 @@ def main() -> None:
     if suite_data.status != "ready":
         raise SystemExit(f"the suite's dataset is not ready: {suite_data.reason}")
 
-    folder = weights_folder(availability(load_catalogue().get("smollm2-135m-instruct")), Settings().model_cache_dir)
+    folder = base_weights("smollm2-135m-instruct")
     train_config = TrainConfig(epochs=args.epochs, eval_steps=10_000, save_steps=10_000)
     report, wall = trained(folder, suite_data.examples, args.work / f"suite-{suite}", train_config)
     suite_model, suite_tokenizer = load_model(folder, adapter=Path(report["adapter"]))
