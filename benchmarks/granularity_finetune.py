@@ -11,7 +11,7 @@ with ARI 1.000 against suites and 0.987 against functions, see RESULTS.md):
 Printed: how many clusters of each granularity reach the dataset minimum (so could ever train) and
 the share of the suite's calls in them; then the suite's SLM is trained (LoRA, the default
 TrainConfig, --epochs) and, for the --functions largest functions, a function-level SLM is trained
-too, although the pipeline would keep it on the LLM (the dataset minimum is lowered for the
+too, although the pipeline would keep it on the LLM (its dataset is used whatever its status, for the
 measurement). Both are scored on the same held-out calls of that function (the suite dataset's
 test split decides the split for both), name and name+arguments equal to the teacher's.
 
@@ -106,9 +106,9 @@ def main() -> None:
     largest = sorted(by_function, key=lambda n: -by_function[n].examples.height)[:args.functions]
     rows = []
     for name in largest:
-        forced = build_task_dataset("general-assistant", name, name, calls.filter(pl.col("function") == name),
-                                    DatasetConfig(min_examples=1))
-        examples = forced.examples.with_columns(pl.col("call_id").replace_strict(split_of).alias("split"))
+        # its own dataset (its prompt lists only its function), trained although under the minimum, split as the
+        # suite's so both SLMs are tested on the same calls
+        examples = by_function[name].examples.with_columns(pl.col("call_id").replace_strict(split_of).alias("split"))
         test_ids = examples.filter(pl.col("split") == "test")["call_id"]
         report, wall = trained(folder, examples, args.work / f"function-{name}", train_config)
         model, tokenizer = load_model(folder, adapter=Path(report["adapter"]))

@@ -39,7 +39,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from slm_pipeline.core.evaluate import generate, render_prompt  # noqa: E402
+from slm_pipeline.core.evaluate import complete  # noqa: E402
 from slm_pipeline.core.models.catalogue import availability, load_catalogue  # noqa: E402
 from slm_pipeline.core.models.loading import ModelUnavailableError, load_model, weights_folder  # noqa: E402
 from slm_pipeline.core.settings import Settings  # noqa: E402
@@ -92,10 +92,8 @@ def score(model, tokenizer, test: pl.DataFrame, truth: dict[str, list[dict]], sa
     are written to `saved`."""
     from bfcl import acceptable
 
-    prompts = [render_prompt(tokenizer, json.loads(m)) for m in test["messages"]]
-    longest = max(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in test["completion"])
     started = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, max_new_tokens=int(longest * 1.5) + 8)
+    texts = complete(model, tokenizer, test)  # as S5's evaluation generates, so the `exact` column is its figure
     seconds = time.perf_counter() - started
     names = exact = accepted = 0
     outputs = []

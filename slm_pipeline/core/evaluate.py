@@ -64,16 +64,23 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return outputs
 
 
+def complete(model: Any, tokenizer: Any, examples: pl.DataFrame, *, batch_size: int = 8,
+             progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """The model's answers to `examples` (rows of task_data.DATASET_SCHEMA, at least one), given room for
+    1.5x the longest expected answer."""
+    prompts = [render_prompt(tokenizer, json.loads(m)) for m in examples["messages"]]
+    longest = max(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in examples["completion"])
+    return generate(model, tokenizer, prompts, max_new_tokens=int(longest * 1.5) + 8, batch_size=batch_size,
+                    progress=progress)
+
+
 def evaluate(model: Any, tokenizer: Any, examples: pl.DataFrame, *, batch_size: int = 8,
              progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Score the model on `examples` (rows of task_data.DATASET_SCHEMA)."""
     if examples.height == 0:
         return Evaluation(0, 0.0, 0.0, 0.0, 0.0, [])
-    prompts = [render_prompt(tokenizer, json.loads(m)) for m in examples["messages"]]
-    longest = max(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in examples["completion"])
     started = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, max_new_tokens=int(longest * 1.5) + 8, batch_size=batch_size,
-                     progress=progress)
+    texts = complete(model, tokenizer, examples, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - started
     valid = names = exact = 0
     failures = []
